@@ -1,0 +1,1 @@
+"""Room history core: pure room rules, the Redis store, the prompt renderer and settings."""

@@ -1,0 +1,263 @@
+"""Pure room rules: validation, markers, edits, tags and trimming. No I/O here."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from datetime import datetime
+from typing import Any
+
+from .errors import InvalidInput, MessageNotFound, TurnTooLarge
+
+ROLES = ("user", "assistant")
+MAX_ID_LENGTH = 256
+MIN_LIMIT, MAX_LIMIT = 50, 1000
+MAX_NESTING = 32  # far deeper than any chat part; keeps Redis' cjson (limit 1000) and recursion safe
+MARKER_PATTERN = re.compile(r"\[Message ID: ([^\]]*)\]")
+REACTIONS_OPENING = " [Reactions: "
+DELETED_OPENING = " [deleted at "
+CONTEXT_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+
+Content = str | list[dict[str, Any]]
+Turn = dict[str, Any]
+
+
+def marker(message_id: str) -> str:
+    return f"[Message ID: {message_id}]"
+
+
+def validate_id(field: str, value: Any) -> str:
+    """Room and message ids become key names and marker text: keep them printable and brace-free."""
+    if not isinstance(value, str) or value == "":
+        raise InvalidInput(field, "must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidInput(field, f"must be at most {MAX_ID_LENGTH} characters")
+    for char in value:
+        if char.isspace() or unicodedata.category(char) in ("Cc", "Cs"):
+            raise InvalidInput(field, "must not hold whitespace or control characters")
+        if char in "{}":
+            raise InvalidInput(field, "must not hold '{' or '}'")
+        if char == "]" and field == "message_id":
+            raise InvalidInput(field, "must not hold ']' (it closes the marker)")
+    return value
+
+
+def nesting_depth(value: Any) -> int:
+    """Depth of nested lists/objects, stopping early once past MAX_NESTING."""
+    depth, level = 0, [value]
+    while level and depth <= MAX_NESTING:
+        children = []
+        for item in level:
+            if isinstance(item, dict):
+                children.extend(item.values())
+            elif isinstance(item, list):
+                children.extend(item)
+        if not children:
+            return depth + any(isinstance(item, (dict, list)) for item in level)
+        depth, level = depth + 1, children
+    return depth
+
+
+def validate_content(value: Any, field: str = "content") -> Content:
+    if isinstance(value, str):
+        if value == "":
+            raise InvalidInput(field, "must not be empty")
+        return value
+    if not isinstance(value, list):
+        raise InvalidInput(field, "must be a string or a list of content parts")
+    if not value:
+        raise InvalidInput(field, "must not be an empty list")
+    if nesting_depth(value) > MAX_NESTING:
+        raise InvalidInput(field, f"is nested deeper than {MAX_NESTING} levels")
+    for position, part in enumerate(value):
+        where = f"{field}[{position}]"
+        if not isinstance(part, dict):
+            raise InvalidInput(where, "must be an object with a 'type'")
+        if not isinstance(part.get("type"), str) or part["type"] == "":
+            raise InvalidInput(f"{where}.type", "must be a non-empty string")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise InvalidInput(f"{where}.text", "must be a string")
+    return value
+
+
+def validate_role(value: Any) -> str:
+    if value not in ROLES:
+        raise InvalidInput("role", "must be 'user' or 'assistant'")
+    return value
+
+
+def message_text(content: Content) -> str | None:
+    """The text that carries the marker: the string itself, or the first text part."""
+    if isinstance(content, str):
+        return content
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+            return part["text"]
+    return None
+
+
+def with_message_text(content: Content, text: str) -> Content:
+    if isinstance(content, str):
+        return text
+    parts = [dict(part) for part in content]
+    for part in parts:
+        if part.get("type") == "text" and isinstance(part.get("text"), str):
+            part["text"] = text
+            break
+    return parts
+
+
+def message_id_in(content: Content) -> str | None:
+    found = MARKER_PATTERN.search(message_text(content) or "")
+    return found.group(1) if found else None
+
+
+def new_turn(role: Any, content: Any, message_id: Any = None) -> tuple[Turn, str | None]:
+    """Validate an incoming turn and settle its message id (body field and marker must agree)."""
+    turn = {"role": validate_role(role), "content": validate_content(content)}
+    in_content = message_id_in(turn["content"])
+    if message_id is None:
+        return turn, (validate_id("message_id", in_content) if in_content is not None else None)
+    validate_id("message_id", message_id)
+    if in_content is None:
+        raise InvalidInput("message_id", f"the content holds no [Message ID: {message_id}] marker")
+    if in_content != message_id:
+        raise InvalidInput("message_id", f"is {message_id!r} but the content's marker says {in_content!r}")
+    return turn, message_id
+
+
+def encode_row(turn: Turn, max_bytes: int) -> str:
+    """The stored row: compact JSON {"role", "content"}, refused above max_bytes."""
+    row = json.dumps({"role": turn["role"], "content": turn["content"]}, ensure_ascii=False, separators=(",", ":"))
+    try:
+        size = len(row.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput("content", "must be valid Unicode (no lone surrogates)") from None
+    if size > max_bytes:
+        raise TurnTooLarge(f"the turn is {size} bytes, more than MAX_TURN_BYTES ({max_bytes})")
+    return row
+
+
+def marker_needle(message_id: str) -> str:
+    """The marker as it appears inside an encoded row, for the store's substring scan."""
+    return json.dumps(marker(message_id), ensure_ascii=False)[1:-1]
+
+
+def find_turn(turns: list[Turn], message_id: str) -> int:
+    """Index of the newest turn whose text holds the message id's marker."""
+    wanted = marker(message_id)
+    for index in range(len(turns) - 1, -1, -1):
+        content = turns[index].get("content") if isinstance(turns[index], dict) else None
+        text = message_text(content) if isinstance(content, (str, list)) else None
+        if text is not None and wanted in text:
+            return index
+    raise MessageNotFound(f"no turn with message id {message_id!r} in the window")
+
+
+def edit_content(old: Content, new: Content) -> Content:
+    """A string edit of a turn with media parts keeps them; anything else replaces the content."""
+    if isinstance(new, str) and isinstance(old, list):
+        media = [part for part in old if not (isinstance(part, dict) and part.get("type") == "text")]
+        if media:
+            return [{"type": "text", "text": new}, *media]
+    return new
+
+
+def _insert_after_marker(text: str, message_id: str, tag: str) -> str:
+    wanted = marker(message_id)
+    at = text.index(wanted) + len(wanted)
+    return text[:at] + tag + text[at:]
+
+
+def mark_deleted(text: str, message_id: str, deleted_at: str) -> str:
+    """Insert ' [deleted at <iso>]' right after the marker, once; the content stays for context."""
+    if DELETED_OPENING in text:
+        return text
+    return _insert_after_marker(text, message_id, f"{DELETED_OPENING}{deleted_at}]")
+
+
+def _tag_end(text: str, start: int) -> int | None:
+    """Index just past the ']' that balances the '[' at start + 1, or None if it never closes."""
+    depth = 0
+    for index in range(start + 1, len(text)):
+        if text[index] == "[":
+            depth += 1
+        elif text[index] == "]":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    return None
+
+
+def strip_reactions(text: str) -> str:
+    start = text.find(REACTIONS_OPENING)
+    while start != -1:
+        end = _tag_end(text, start)
+        if end is None:
+            break
+        text = text[:start] + text[end:]
+        start = text.find(REACTIONS_OPENING, start)
+    return text
+
+
+def set_reactions(text: str, message_id: str, reactions: str) -> str:
+    """Replace any reactions tag by one right after the marker; an empty value just removes it."""
+    text = strip_reactions(text)
+    if reactions == "":
+        return text
+    return _insert_after_marker(text, message_id, f"{REACTIONS_OPENING}{reactions}]")
+
+
+def validate_reactions(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput("reactions", "must be a string")
+    depth = 0
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise InvalidInput("reactions", "must not hold control characters")
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth < 0:
+            break
+    if depth != 0:
+        raise InvalidInput("reactions", "must have balanced '[' and ']'")
+    return value
+
+
+def validate_deleted_at(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput("deleted_at", "must be an ISO 8601 string")
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput("deleted_at", f"{value!r} is not an ISO 8601 date-time") from None
+    return value
+
+
+def clamp_limit(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput("limit", "must be an integer")
+    return max(MIN_LIMIT, min(MAX_LIMIT, value))
+
+
+def effective_limit(override: int | None, default: int) -> int:
+    return override if override is not None else default
+
+
+def trim(turns: list[Turn], limit: int) -> list[Turn]:
+    """The sliding window: the newest `limit` turns."""
+    return turns[-limit:] if limit > 0 else []
+
+
+def validate_context(value: Any, field: str = "context") -> dict[str, Any]:
+    """Template variables: plain identifiers only, so no key can reach dunder attributes."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(field, "must be an object")
+    for key in value:
+        if not CONTEXT_KEY.match(key):
+            raise InvalidInput(f"{field}.{key}", "keys must be identifiers starting with a letter")
+    if nesting_depth(value) > MAX_NESTING:
+        raise InvalidInput(field, f"is nested deeper than {MAX_NESTING} levels")
+    return value
