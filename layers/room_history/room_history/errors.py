@@ -33,3 +33,11 @@ class VersionMismatch(HistoryError):
 
 class WriteConflict(HistoryError):
     """The compare-and-set kept losing to concurrent writers."""
+
+
+class StoreUnavailable(HistoryError):
+    """Redis could not be reached, timed out, or is failing over."""
+
+
+class TemplateFailure(HistoryError):
+    """The configured system prompt template does not compile or render."""

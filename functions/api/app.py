@@ -1,0 +1,229 @@
+"""HTTP API of the room history: thin adapters from API Gateway (payload 2.0) to the core."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from typing import Any
+from urllib.parse import unquote
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from room_history import rules
+from room_history.errors import (
+    HistoryError,
+    InvalidInput,
+    MessageNotFound,
+    StoreUnavailable,
+    TemplateFailure,
+    TurnTooLarge,
+    VersionMismatch,
+    WriteConflict,
+)
+from room_history.history import RoomHistory, Window
+from room_history.renderer import default_template, message_list, render_system_prompt
+from room_history.settings import Settings
+
+PROMPT_PARAMETER_MAX_AGE_SECONDS = 300
+
+logger = Logger()
+app = APIGatewayHttpResolver()
+settings = Settings.from_env(os.environ)
+
+ERRORS: dict[type[HistoryError], tuple[int, str]] = {
+    InvalidInput: (400, "invalid_request"),
+    MessageNotFound: (404, "message_not_found"),
+    WriteConflict: (409, "write_conflict"),
+    VersionMismatch: (412, "version_mismatch"),
+    TurnTooLarge: (413, "turn_too_large"),
+    StoreUnavailable: (503, "redis_unavailable"),
+    TemplateFailure: (500, "template_error"),
+}
+
+
+@cache
+def room_history() -> RoomHistory:
+    """One Redis client per container, created on first use so a Redis outage is a 503, not a failed init."""
+    return RoomHistory.open(settings)
+
+
+def system_prompt_source() -> str:
+    if settings.system_prompt_template:
+        return settings.system_prompt_template
+    if settings.system_prompt_parameter:
+        return parameters.get_parameter(settings.system_prompt_parameter, max_age=PROMPT_PARAMETER_MAX_AGE_SECONDS)
+    return default_template()
+
+
+def json_response(status: int, body: dict[str, Any], version: int | None = None) -> Response:
+    headers = {"ETag": f'"{version}"'} if version is not None else None
+    return Response(status, content_types.APPLICATION_JSON, json.dumps(body, ensure_ascii=False), headers)
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
+    return json_response(status, {"error": code, "message": message, **extra})
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def request_body() -> dict[str, Any]:
+    """The JSON object body; an absent body is an empty object (optional-body routes)."""
+    try:
+        raw = app.current_event.decoded_body
+        if raw is None or raw.strip() == "":
+            return {}
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise InvalidInput("body", "is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("body", "must be a JSON object")
+    return body
+
+
+def if_match() -> int | None:
+    """The If-Match version: a bare number or an ETag such as "7"."""
+    raw = app.current_event.headers.get("if-match")
+    if raw is None:
+        return None
+    value = raw.strip().removeprefix("W/").strip('"')
+    if not value.isascii() or not value.isdigit():
+        raise InvalidInput("If-Match", "must be a room version number")
+    return int(value)
+
+
+def path_id(field: str, raw: str) -> str:
+    """Path ids arrive as in the URL: discord:1 and discord%3A1 name the same room."""
+    return rules.validate_id(field, unquote(raw))
+
+
+def rendered(room_id: str, context: Any, field: str = "context") -> str | None:
+    """Rendered before any write, so a template failure changes nothing."""
+    return render_system_prompt(system_prompt_source(), room_id, rules.validate_context(context, field))
+
+
+def messages_response(room_id: str, window: Window, system_prompt: str | None, status: int = 200) -> Response:
+    return json_response(status, message_list(room_id, window.version, window.turns, system_prompt), window.version)
+
+
+@app.post("/rooms/<room_id>/messages")
+def append_message(room_id: str) -> Response:
+    room_id, body = path_id("room_id", room_id), request_body()
+    prompt = rendered(room_id, body.get("context"))
+    window, stored = room_history().append(
+        room_id, body.get("role"), body.get("content"), body.get("message_id"), if_match()
+    )
+    logger.info("turn appended" if stored else "turn already stored", room_id=room_id, version=window.version)
+    return messages_response(room_id, window, prompt, 201 if stored else 200)
+
+
+@app.get("/rooms/<room_id>/messages")
+def list_messages(room_id: str) -> Response:
+    room_id = path_id("room_id", room_id)
+    prompt = rendered(room_id, app.current_event.query_string_parameters or {}, "query string")
+    return messages_response(room_id, room_history().window(room_id), prompt)
+
+
+@app.patch("/rooms/<room_id>/messages/<message_id>")
+def edit_message(room_id: str, message_id: str) -> Response:
+    room_id, message_id, body = path_id("room_id", room_id), path_id("message_id", message_id), request_body()
+    prompt = rendered(room_id, body.get("context"))
+    window = room_history().edit(room_id, message_id, body.get("content"), if_match())
+    logger.info("turn edited", room_id=room_id, message_id=message_id, version=window.version)
+    return messages_response(room_id, window, prompt)
+
+
+@app.delete("/rooms/<room_id>/messages/<message_id>")
+def delete_message(room_id: str, message_id: str) -> Response:
+    room_id, message_id, body = path_id("room_id", room_id), path_id("message_id", message_id), request_body()
+    prompt = rendered(room_id, body.get("context"))
+    window = room_history().delete(room_id, message_id, body.get("deleted_at"), if_match())
+    logger.info("turn marked deleted", room_id=room_id, message_id=message_id, version=window.version)
+    return messages_response(room_id, window, prompt)
+
+
+@app.put("/rooms/<room_id>/messages/<message_id>/reactions")
+def set_reactions(room_id: str, message_id: str) -> Response:
+    room_id, message_id, body = path_id("room_id", room_id), path_id("message_id", message_id), request_body()
+    prompt = rendered(room_id, body.get("context"))
+    window = room_history().react(room_id, message_id, body.get("reactions"), if_match())
+    logger.info("reactions set", room_id=room_id, message_id=message_id, version=window.version)
+    return messages_response(room_id, window, prompt)
+
+
+@app.get("/rooms/<room_id>")
+def get_room(room_id: str) -> Response:
+    room_id = path_id("room_id", room_id)
+    state = room_history().state(room_id)
+    body = {
+        "room_id": room_id,
+        "version": state.version,
+        "message_count": state.message_count,
+        "last_role": state.last_role,
+        "limit": state.limit,
+        "rebackfill_requested": state.rebackfill_requested,
+        "last_activity": state.last_activity,
+    }
+    return json_response(200, body, state.version)
+
+
+@app.put("/rooms/<room_id>/limit")
+def set_limit(room_id: str) -> Response:
+    room_id, body = path_id("room_id", room_id), request_body()
+    version, limit, rebackfill = room_history().set_limit(room_id, body.get("limit"), if_match())
+    logger.info("limit set", room_id=room_id, limit=limit, version=version)
+    return json_response(200, {"room_id": room_id, "limit": limit, "rebackfill_requested": rebackfill}, version)
+
+
+@app.delete("/rooms/<room_id>/rebackfill")
+def discard_rebackfill(room_id: str) -> Response:
+    room_id = path_id("room_id", room_id)
+    version = room_history().discard_rebackfill(room_id, if_match())
+    logger.info("rebackfill discarded", room_id=room_id, version=version)
+    return Response(204, headers={"ETag": f'"{version}"'})
+
+
+@app.delete("/rooms/<room_id>")
+def clear_room(room_id: str) -> Response:
+    room_id = path_id("room_id", room_id)
+    version = room_history().clear(room_id, if_match())
+    logger.info("room cleared", room_id=room_id, version=version)
+    return Response(204, headers={"ETag": f'"{version}"'})
+
+
+@app.exception_handler(HistoryError)
+def history_error(error: HistoryError) -> Response:
+    status, code = next(mapped for kind, mapped in ERRORS.items() if isinstance(error, kind))
+    if status >= 500:
+        logger.warning("request failed", error=code, reason=str(error))
+    extra = {"version": error.version} if isinstance(error, VersionMismatch) else {}
+    return error_response(status, code, str(error), **extra)
+
+
+@app.exception_handler(parameters.exceptions.GetParameterError)
+def prompt_parameter_unavailable(error: Exception) -> Response:
+    logger.warning("system prompt parameter unavailable", reason=str(error))
+    return error_response(503, "template_unavailable", "the system prompt parameter could not be read; try again")
+
+
+@app.not_found
+def route_not_found(_: Exception) -> Response:
+    event = app.current_event
+    return error_response(404, "route_not_found", f"no route for {event.http_method} {event.path}")
+
+
+@app.exception_handler(Exception)
+def unexpected_error(error: Exception) -> Response:
+    logger.exception("unexpected error")
+    return error_response(500, "internal_error", "the request failed unexpectedly; nothing was changed")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    return app.resolve(event, context)

@@ -1,0 +1,204 @@
+"""Room operations: validate, apply the pure rule, write through the store, retry conflicts."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from . import rules
+from .errors import VersionMismatch, WriteConflict
+from .settings import Settings
+from .store import RoomStore, connect
+
+WRITE_ATTEMPTS = 8
+BACKOFF_BASE_SECONDS = 0.005
+BACKOFF_CAP_SECONDS = 0.2
+REAP_BATCH = 100
+
+
+@dataclass(frozen=True)
+class Window:
+    """The room's turns as of one version."""
+
+    version: int
+    turns: list[rules.Turn]
+
+
+@dataclass(frozen=True)
+class RoomState:
+    version: int
+    message_count: int
+    last_role: str | None
+    limit: int
+    rebackfill_requested: bool
+    last_activity: str | None
+
+
+def decode_rows(rows: list[str]) -> list[rules.Turn | None]:
+    """Stored rows as turns; a row that is not a turn (another writer's garbage) becomes None."""
+    turns = []
+    for row in rows:
+        try:
+            turn = json.loads(row)
+        except ValueError:
+            turn = None
+        valid = isinstance(turn, dict) and turn.get("role") in rules.ROLES and isinstance(turn.get("content"), (str, list))
+        turns.append({"role": turn["role"], "content": turn["content"]} if valid else None)
+    return turns
+
+
+def iso_from_ms(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class RoomHistory:
+    """The operations of the API and the reaper. Stateless apart from the store it is given."""
+
+    def __init__(
+        self,
+        store: RoomStore,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        self.conflicts = 0  # compare-and-set losses seen by this instance, for logs and stress figures
+
+    @classmethod
+    def open(cls, settings: Settings) -> RoomHistory:
+        return cls(RoomStore(connect(settings), settings.key_prefix, settings.max_history), settings)
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def window(self, room_id: str) -> Window:
+        rules.validate_id("room_id", room_id)
+        snapshot = self.store.read(room_id)
+        return Window(snapshot.version, _present(decode_rows(snapshot.rows)))
+
+    def state(self, room_id: str) -> RoomState:
+        rules.validate_id("room_id", room_id)
+        snapshot = self.store.read(room_id, newest_only=True)
+        newest = decode_rows(snapshot.rows)
+        return RoomState(
+            version=snapshot.version,
+            message_count=min(snapshot.length, snapshot.limit),
+            last_role=newest[-1]["role"] if newest and newest[-1] else None,
+            limit=snapshot.limit,
+            rebackfill_requested=snapshot.rebackfill_requested,
+            last_activity=iso_from_ms(snapshot.active_at_ms),
+        )
+
+    def append(
+        self, room_id: str, role: Any, content: Any, message_id: Any = None, expected_version: int | None = None
+    ) -> tuple[Window, bool]:
+        """Store a turn once; returns the window and whether it was stored now (False: already there)."""
+        rules.validate_id("room_id", room_id)
+        turn, message_id = rules.new_turn(role, content, message_id)
+        row = rules.encode_row(turn, self.settings.max_turn_bytes)
+        needle = rules.marker_needle(message_id) if message_id is not None else ""
+        marker = rules.marker(message_id) if message_id is not None else ""
+        result = self.store.append(room_id, row, needle, marker, self._now_ms(), expected_version)
+        return Window(result.version, _present(decode_rows(result.rows))), result.stored
+
+    def edit(self, room_id: str, message_id: Any, content: Any, expected_version: int | None = None) -> Window:
+        new = rules.validate_content(content)
+        found = rules.message_id_in(new)
+        if found is not None and found != message_id:
+            raise rules.InvalidInput("content", f"holds the marker of message {found!r}, not {message_id!r}")
+        return self._change_turn(room_id, message_id, lambda old: rules.edit_content(old, new), expected_version)
+
+    def delete(self, room_id: str, message_id: Any, deleted_at: Any = None, expected_version: int | None = None) -> Window:
+        if deleted_at is None:
+            deleted_at = datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = rules.validate_deleted_at(deleted_at)
+        return self._change_turn(
+            room_id,
+            message_id,
+            lambda old: rules.with_message_text(old, rules.mark_deleted(rules.message_text(old), message_id, stamp)),
+            expected_version,
+        )
+
+    def react(self, room_id: str, message_id: Any, reactions: Any, expected_version: int | None = None) -> Window:
+        value = rules.validate_reactions(reactions)
+        return self._change_turn(
+            room_id,
+            message_id,
+            lambda old: rules.with_message_text(old, rules.set_reactions(rules.message_text(old), message_id, value)),
+            expected_version,
+        )
+
+    def set_limit(self, room_id: str, limit: Any, expected_version: int | None = None) -> tuple[int, int, bool]:
+        """Returns (version, clamped limit, rebackfill requested)."""
+        rules.validate_id("room_id", room_id)
+        clamped = rules.clamp_limit(limit)
+        version, rebackfill = self.store.set_limit(room_id, clamped, self._now_ms(), expected_version)
+        return version, clamped, rebackfill
+
+    def discard_rebackfill(self, room_id: str, expected_version: int | None = None) -> int:
+        rules.validate_id("room_id", room_id)
+        return self.store.discard_rebackfill(room_id, self._now_ms(), expected_version)
+
+    def clear(self, room_id: str, expected_version: int | None = None) -> int:
+        rules.validate_id("room_id", room_id)
+        return self.store.clear(room_id, self._now_ms(), expected_version)
+
+    def reap_idle_rooms(self, has_time_left: Callable[[], bool] = lambda: True) -> int:
+        """Remove rooms idle longer than MAX_IDLE_SECONDS, a batch at a time while time is left."""
+        cutoff = self._now_ms() - self.settings.max_idle_seconds * 1000
+        reaped = 0
+        while has_time_left():
+            candidates = self.store.idle_rooms(cutoff, REAP_BATCH)
+            if not candidates:
+                break
+            reaped += self.store.reap(candidates, cutoff)
+        return reaped
+
+    def _change_turn(
+        self,
+        room_id: str,
+        message_id: Any,
+        change: Callable[[rules.Content], rules.Content],
+        expected_version: int | None,
+    ) -> Window:
+        """Read, change one turn, compare-and-set; on a lost race re-read and retry, bounded, then 409."""
+        rules.validate_id("room_id", room_id)
+        rules.validate_id("message_id", message_id)
+        for attempt in range(WRITE_ATTEMPTS):
+            snapshot = self.store.read(room_id)
+            if expected_version is not None and snapshot.version != expected_version:
+                raise VersionMismatch(expected_version, snapshot.version)
+            turns = decode_rows(snapshot.rows)
+            index = rules.find_turn(turns, message_id)
+            turn = turns[index]
+            changed = {"role": turn["role"], "content": change(turn["content"])}
+            new_row = rules.encode_row(changed, self.settings.max_turn_bytes)
+            won, version = self.store.replace_turn(
+                room_id, snapshot.version, index - len(turns), snapshot.rows[index], new_row, self._now_ms()
+            )
+            if won:
+                turns[index] = changed
+                return Window(version, _present(turns))
+            self.conflicts += 1
+            if expected_version is not None:
+                raise VersionMismatch(expected_version, version)
+            self._backoff(attempt)
+        raise WriteConflict(f"the room kept changing under {WRITE_ATTEMPTS} attempts; try again")
+
+    def _backoff(self, attempt: int) -> None:
+        """Full jitter: spreads writers that lost the same race."""
+        self.sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)))
+
+
+def _present(turns: list[rules.Turn | None]) -> list[rules.Turn]:
+    return [turn for turn in turns if turn is not None]

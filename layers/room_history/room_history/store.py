@@ -1,0 +1,231 @@
+"""The Redis store: every key name, the scripts, and the one round trip of each operation."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import scripts
+from .errors import StoreUnavailable, VersionMismatch
+from .settings import Settings
+
+# Failures that mean "Redis cannot serve this now", as opposed to a bug of ours.
+UNAVAILABLE = (
+    redis.ConnectionError,  # also BusyLoadingError and authentication failures
+    redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a failover in progress
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
+)
+
+
+def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
+    """One client per container: short timeouts, and one reconnect on a dropped connection.
+
+    Timeouts are not retried: a command that timed out may have run, and running it twice
+    is the caller's decision (the compare-and-set and message ids make that safe).
+    """
+    options = dict(
+        decode_responses=True,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        socket_timeout=settings.redis_timeout_seconds,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+    )
+    try:
+        if settings.redis_cluster:
+            return redis.RedisCluster.from_url(settings.redis_url, **options)
+        return redis.Redis.from_url(settings.redis_url, **options)
+    except UNAVAILABLE as error:
+        raise StoreUnavailable(f"Redis is unavailable: {error}") from error
+
+
+def _translate_unavailable(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except UNAVAILABLE as error:
+            raise StoreUnavailable(f"Redis is unavailable: {error}") from error
+        except redis.ResponseError as error:
+            if str(error).startswith(("BUSY", "LOADING", "MASTERDOWN")):
+                raise StoreUnavailable(f"Redis is unavailable: {error}") from error
+            raise
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class RoomKeys:
+    """All keys of one room share the {room_id} hash tag, so they live in one cluster slot."""
+
+    turns: str
+    version: str
+    meta: str
+
+    @classmethod
+    def of(cls, prefix: str, room_id: str) -> RoomKeys:
+        base = f"{prefix}:{{{room_id}}}"
+        return cls(turns=base, version=f"{base}:ver", meta=f"{base}:meta")
+
+    def __iter__(self):
+        return iter((self.turns, self.version, self.meta))
+
+
+@dataclass(frozen=True)
+class RoomSnapshot:
+    version: int
+    length: int
+    limit: int
+    limit_override: int | None
+    rebackfill_requested: bool
+    active_at_ms: int | None
+    rows: list[str]
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stored: bool
+    version: int
+    rows: list[str]
+
+
+class RoomStore:
+    """Keys and scripts of every room under one prefix; all methods are one round trip."""
+
+    def __init__(self, client: redis.Redis | redis.RedisCluster, key_prefix: str, default_limit: int):
+        self.client = client
+        self.key_prefix = key_prefix
+        self.default_limit = default_limit
+        # Outside every room's slot by design (no hash tag): updated beside the room's script.
+        self.activity_index = f"{key_prefix}:activity"
+        self.read_room = client.register_script(scripts.READ_ROOM)
+        self.append_turn = client.register_script(scripts.APPEND_TURN)
+        self.replace_turn_script = client.register_script(scripts.REPLACE_TURN)
+        self.set_limit_script = client.register_script(scripts.SET_LIMIT)
+        self.clear_turns = client.register_script(scripts.CLEAR_TURNS)
+        self.discard_rebackfill_script = client.register_script(scripts.DISCARD_REBACKFILL)
+        self.reap_room = client.register_script(scripts.REAP_ROOM)
+        self.unindex_idle_room = client.register_script(scripts.UNINDEX_IDLE_ROOM)
+
+    def keys(self, room_id: str) -> RoomKeys:
+        return RoomKeys.of(self.key_prefix, room_id)
+
+    @_translate_unavailable
+    def read(self, room_id: str, newest_only: bool = False) -> RoomSnapshot:
+        reply = self.read_room(
+            keys=list(self.keys(room_id)),
+            args=[self.default_limit, "newest" if newest_only else "window"],
+        )
+        version, length, override, rebackfill, active_at, rows = reply
+        override = int(override) if override is not None else None
+        return RoomSnapshot(
+            version=int(version),
+            length=int(length),
+            limit=override if override is not None else self.default_limit,
+            limit_override=override,
+            rebackfill_requested=bool(rebackfill),
+            active_at_ms=int(active_at) if active_at is not None else None,
+            rows=list(rows),
+        )
+
+    @_translate_unavailable
+    def append(
+        self, room_id: str, row: str, marker_needle: str, marker: str, now_ms: int, expected_version: int | None
+    ) -> AppendResult:
+        """Store a row (or find it already stored) and return the window as it now is."""
+        args = [row, marker_needle, marker, self.default_limit, now_ms, _optional(expected_version)]
+        reply = self._checked(self._write_room(self.append_turn, room_id, args, now_ms), expected_version)
+        return AppendResult(stored=reply[0] == 1, version=int(reply[1]), rows=list(reply[2]))
+
+    @_translate_unavailable
+    def replace_turn(
+        self, room_id: str, read_version: int, index_from_end: int, old_row: str, new_row: str, now_ms: int
+    ) -> tuple[bool, int]:
+        """Compare-and-set one row; returns (won, version now)."""
+        args = [read_version, index_from_end, old_row, new_row, now_ms]
+        won, version = self._write_room(self.replace_turn_script, room_id, args, now_ms)
+        return won == 1, int(version)
+
+    @_translate_unavailable
+    def set_limit(self, room_id: str, limit: int, now_ms: int, expected_version: int | None) -> tuple[int, bool]:
+        """Returns (version, rebackfill requested)."""
+        args = [limit, self.default_limit, now_ms, _optional(expected_version)]
+        reply = self._checked(self._write_room(self.set_limit_script, room_id, args, now_ms), expected_version)
+        return int(reply[1]), bool(reply[2])
+
+    @_translate_unavailable
+    def clear(self, room_id: str, now_ms: int, expected_version: int | None) -> int:
+        args = [now_ms, _optional(expected_version)]
+        return int(self._checked(self._write_room(self.clear_turns, room_id, args, now_ms), expected_version)[1])
+
+    @_translate_unavailable
+    def discard_rebackfill(self, room_id: str, now_ms: int, expected_version: int | None) -> int:
+        args = [now_ms, _optional(expected_version)]
+        reply = self._write_room(self.discard_rebackfill_script, room_id, args, now_ms)
+        return int(self._checked(reply, expected_version)[1])
+
+    @_translate_unavailable
+    def idle_rooms(self, cutoff_ms: int, count: int) -> list[str]:
+        """Rooms whose indexed activity is at or before the cutoff, oldest first."""
+        return self.client.zrangebyscore(self.activity_index, "-inf", cutoff_ms, start=0, num=count)
+
+    @_translate_unavailable
+    def reap(self, room_ids: list[str], cutoff_ms: int) -> int:
+        """Remove the rooms still idle at the cutoff; returns how many were removed."""
+        replies = self._pipelined([(self.reap_room, list(self.keys(room)), [cutoff_ms]) for room in room_ids])
+        index_updates = []
+        for room, (removed, detail) in zip(room_ids, replies):
+            if removed:
+                index_updates.append((self.unindex_idle_room, [self.activity_index], [room, cutoff_ms]))
+            else:  # written since it was indexed: the room's own clock is the truth
+                index_updates.append((None, [self.activity_index], {room: detail}))
+        self._pipelined(index_updates)
+        return sum(1 for removed, deleted in replies if removed and deleted)
+
+    def _write_room(self, script, room_id: str, args: list, now_ms: int):
+        """Run a room script and touch the activity index in the same round trip."""
+        index_touch = (None, [self.activity_index], {room_id: now_ms})
+        return self._pipelined([(script, list(self.keys(room_id)), args), index_touch])[0]
+
+    def _pipelined(self, calls: list[tuple]) -> list:
+        """Scripts (and ZADDs, script None) in one pipeline; EVALSHA, reloading scripts on NOSCRIPT.
+
+        A plain `script(client=pipe)` would cost a SCRIPT EXISTS round trip on every execute.
+        """
+        if not calls:
+            return []
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for script, keys, args in calls:
+                if script is None:
+                    pipe.zadd(keys[0], args, gt=True)
+                else:
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = pipe.execute(raise_on_error=False)
+            missing = {
+                script for (script, _, _), reply in zip(calls, replies) if isinstance(reply, redis.exceptions.NoScriptError)
+            }
+            if not missing or attempt == 2:
+                break
+            for script in missing:  # Redis restarted or failed over: its script cache is empty
+                script.sha = self.client.script_load(script.script)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    @staticmethod
+    def _checked(reply: list, expected_version: int | None) -> list:
+        if reply[0] == -1:
+            raise VersionMismatch(expected_version, int(reply[1]))
+        return reply
+
+
+def _optional(version: int | None) -> str | int:
+    return "" if version is None else version
