@@ -1,0 +1,191 @@
+"""The Redis store against a real redis-server: key layout, scripts, round trips, reaping."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from room_history.errors import VersionMismatch
+from room_history.history import RoomHistory
+from room_history.store import RoomKeys
+
+ROOM = "discord:1234"
+
+
+@contextmanager
+def round_trips():
+    """Counts the requests written to any Redis connection (a pipeline is one write)."""
+    counter = {"n": 0}
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        counter["n"] += 1
+        return original(self, command, check_health)
+
+    redis.connection.AbstractConnection.send_packed_command = counting
+    try:
+        yield counter
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = original
+
+
+def test_keys_use_the_classic_layout_in_one_slot(history, redis_client):
+    history.append(ROOM, "user", "[Message ID: 1] hi")
+    history.set_limit(ROOM, 60)
+    room_keys = {"sg:conversation:{discord:1234}", "sg:conversation:{discord:1234}:ver", "sg:conversation:{discord:1234}:meta"}
+    assert set(redis_client.keys("*")) == room_keys | {"sg:conversation:activity"}
+    assert len({key_slot(key.encode()) for key in room_keys}) == 1
+    assert redis_client.get("sg:conversation:{discord:1234}:ver") == "2"
+
+
+def test_rows_stay_plain_json(history, redis_client):
+    content = [{"type": "text", "text": "[Message ID: 1] see"}, {"type": "image_url", "image_url": {"url": "u"}}]
+    history.append(ROOM, "user", content)
+    rows = redis_client.lrange("sg:conversation:{discord:1234}", 0, -1)
+    assert [json.loads(row) for row in rows] == [{"role": "user", "content": content}]
+
+
+def test_key_prefix_is_configurable(settings, redis_client):
+    from dataclasses import replace
+
+    history = RoomHistory.open(replace(settings, key_prefix="bot7:history"))
+    history.append(ROOM, "user", "hi")
+    assert sorted(redis_client.keys("*")) == ["bot7:history:activity", "bot7:history:{discord:1234}", "bot7:history:{discord:1234}:meta", "bot7:history:{discord:1234}:ver"]
+
+
+def test_round_trips_per_operation(history):
+    operations = {
+        "append": lambda: history.append(ROOM, "assistant", "[Message ID: 2] hello"),
+        "append duplicate": lambda: history.append(ROOM, "assistant", "[Message ID: 2] hello"),
+        "window": lambda: history.window(ROOM),
+        "state": lambda: history.state(ROOM),
+        "edit": lambda: history.edit(ROOM, "1", "[Message ID: 1] hey"),
+        "delete": lambda: history.delete(ROOM, "1"),
+        "react": lambda: history.react(ROOM, "2", "👍 x1"),
+        "set_limit": lambda: history.set_limit(ROOM, 200),
+        "discard_rebackfill": lambda: history.discard_rebackfill(ROOM),
+        "clear": lambda: history.clear(ROOM),
+    }
+    history.append(ROOM, "user", "[Message ID: 1] hi")
+    for operation in operations.values():  # first use loads each script into Redis (NOSCRIPT, LOAD, retry)
+        operation()
+    history.append(ROOM, "user", "[Message ID: 1] hi")
+    counts = {}
+    for name, operation in operations.items():
+        with round_trips() as counter:
+            operation()
+        counts[name] = counter["n"]
+    assert counts == {
+        "append": 1,
+        "append duplicate": 1,
+        "window": 1,
+        "state": 1,
+        "edit": 2,
+        "delete": 2,
+        "react": 2,
+        "set_limit": 1,
+        "discard_rebackfill": 1,
+        "clear": 1,
+    }
+
+
+def test_scripts_reload_after_the_script_cache_is_flushed(history, redis_client):
+    history.append(ROOM, "user", "[Message ID: 1] hi")
+    redis_client.script_flush()  # what a restart or failover does to the script cache
+    history.append(ROOM, "user", "[Message ID: 2] again")
+    redis_client.script_flush()
+    history.react(ROOM, "1", "👍 x1")
+    redis_client.script_flush()
+    assert [turn["content"] for turn in history.window(ROOM).turns] == [
+        "[Message ID: 1] [Reactions: 👍 x1] hi",
+        "[Message ID: 2] again",
+    ]
+
+
+def test_replace_refuses_a_changed_version(history):
+    history.append(ROOM, "user", "[Message ID: 1] hi")
+    snapshot = history.store.read(ROOM)
+    history.append(ROOM, "user", "[Message ID: 2] moved on")
+    won, version = history.store.replace_turn(ROOM, snapshot.version, -1, snapshot.rows[0], '{"role":"user","content":"x"}', 1)
+    assert (won, version) == (False, 2)
+
+
+def test_replace_refuses_a_changed_row_at_the_same_version(history, redis_client):
+    """A room reaped and refilled can reach the version a slow writer read: the row check catches it."""
+    history.append(ROOM, "user", "[Message ID: 1] hi")
+    snapshot = history.store.read(ROOM)
+    redis_client.delete(*RoomKeys.of("sg:conversation", ROOM))
+    history.append(ROOM, "user", "[Message ID: 9] another life")
+    won, _ = history.store.replace_turn(ROOM, snapshot.version, -1, snapshot.rows[0], '{"role":"user","content":"x"}', 1)
+    assert not won
+    assert history.window(ROOM).turns == [{"role": "user", "content": "[Message ID: 9] another life"}]
+
+
+def test_if_match_on_append_is_checked_inside_the_script(history, redis_client):
+    history.append(ROOM, "user", "[Message ID: 1] hi")
+    with pytest.raises(VersionMismatch) as error:
+        history.append(ROOM, "user", "[Message ID: 2] late", expected_version=0)
+    assert error.value.version == 1
+    assert redis_client.llen("sg:conversation:{discord:1234}") == 1
+
+
+class TestReaper:
+    def idle_history(self, history, seconds_later: float) -> RoomHistory:
+        """The same store seen from a clock that many seconds ahead."""
+        now = history.clock()
+        return RoomHistory(history.store, history.settings, clock=lambda: now + seconds_later)
+
+    def test_idle_rooms_lose_every_key_and_fresh_rooms_stay(self, history, redis_client):
+        history.append("room:old", "user", "hi")
+        history.set_limit("room:old", 70)
+        later = self.idle_history(history, 3000)
+        later.append("room:new", "user", "hello")
+        assert self.idle_history(history, 3601).reap_idle_rooms() == 1
+        assert sorted(redis_client.keys("*")) == [
+            "sg:conversation:activity",
+            "sg:conversation:{room:new}",
+            "sg:conversation:{room:new}:meta",
+            "sg:conversation:{room:new}:ver",
+        ]
+        assert redis_client.zrange("sg:conversation:activity", 0, -1) == ["room:new"]
+
+    def test_a_room_written_after_the_reaper_picked_it_survives(self, history, redis_client):
+        history.append(ROOM, "user", "[Message ID: 1] hi")
+        reaper = self.idle_history(history, 4000)
+        cutoff = reaper._now_ms() - reaper.settings.max_idle_seconds * 1000
+        picked = reaper.store.idle_rooms(cutoff, 100)
+        assert picked == [ROOM]
+        writer = self.idle_history(history, 3999)
+        writer.append(ROOM, "user", "[Message ID: 2] still here")
+        assert reaper.store.reap(picked, cutoff) == 0
+        assert len(history.window(ROOM).turns) == 2
+        assert redis_client.zscore("sg:conversation:activity", ROOM) == writer._now_ms()
+
+    def test_a_stale_index_entry_is_rescored_from_the_room(self, history, redis_client):
+        history.append(ROOM, "user", "hi")
+        redis_client.zadd("sg:conversation:activity", {ROOM: 1})  # the index missed a write
+        assert self.idle_history(history, 10).reap_idle_rooms() == 0
+        assert redis_client.zscore("sg:conversation:activity", ROOM) > 1
+        assert history.state(ROOM).message_count == 1
+
+    def test_a_reaped_room_starts_over(self, history):
+        history.append(ROOM, "user", "hi")
+        self.idle_history(history, 7200).reap_idle_rooms()
+        state = history.state(ROOM)
+        assert (state.version, state.message_count, state.last_activity) == (0, 0, None)
+        assert history.append(ROOM, "user", "again")[0].version == 1
+
+    def test_reaps_in_batches(self, history, redis_client):
+        for number in range(250):
+            history.append(f"room:{number}", "user", "hi")
+        assert self.idle_history(history, 3601).reap_idle_rooms() == 250
+        assert redis_client.keys("*") == []
+
+    def test_stops_when_time_runs_out(self, history):
+        history.append(ROOM, "user", "hi")
+        assert self.idle_history(history, 3601).reap_idle_rooms(has_time_left=lambda: False) == 0
+        assert history.state(ROOM).message_count == 1
