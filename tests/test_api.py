@@ -1,0 +1,406 @@
+"""Every route and every error of CONTRACT.md, through the API function's handler, on real Redis."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
+from support import Api, room_path
+
+ROOM = "discord:1234"
+IMAGE = {"type": "image_url", "image_url": {"url": "https://cdn.example/cat.png"}}
+PLAIN_TEMPLATE = "Room {{ room_id }}{% if room_name %} ({{ room_name }}){% endif %}"
+
+
+@pytest.fixture
+def api(redis_server, redis_client):
+    return Api({"REDIS_URL": redis_server.url, "SYSTEM_PROMPT_TEMPLATE": PLAIN_TEMPLATE})
+
+
+def make_api(redis_server, **env) -> Api:
+    return Api({"REDIS_URL": redis_server.url, **env})
+
+
+def dump(redis_client, pattern: str = "*") -> dict:
+    return {key: redis_client.dump(key) for key in sorted(redis_client.keys(pattern))}
+
+
+def room_dump(redis_client, room: str = ROOM) -> dict:
+    """Every key of the room. A write refused inside Redis (412) may still refresh the room's entry
+    in the reaper's activity index, which lives in another slot and is only a hint."""
+    return dump(redis_client, f"*{{{room}}}*")
+
+
+def post(api, text, room=ROOM, **extra):
+    return api.call("POST", room_path(room, "messages"), {"role": "user", "content": text, **extra})
+
+
+def turns(reply) -> list:
+    return [message for message in reply.body["messages"] if message["role"] != "system"]
+
+
+class TestAppend:
+    def test_created_then_stored_once(self, api):
+        first = post(api, "[Message ID: 1] hi", context={"room_name": "general"})
+        assert first.status == 201
+        assert first.body == {
+            "room_id": ROOM,
+            "version": 1,
+            "messages": [
+                {"role": "system", "content": "Room discord:1234 (general)"},
+                {"role": "user", "content": "[Message ID: 1] hi"},
+            ],
+        }
+        again = post(api, "[Message ID: 1] hi", message_id="1")
+        assert again.status == 200 and again.body["version"] == 1 and len(turns(again)) == 1
+        assert first.headers["Content-Type"] == "application/json"
+
+    def test_percent_encoded_room_id_is_the_same_room(self, api):
+        post(api, "a")
+        reply = api.call("POST", "/rooms/discord%3A1234/messages", {"role": "assistant", "content": "b"})
+        assert reply.status == 201 and reply.body["room_id"] == ROOM and len(turns(reply)) == 2
+
+    def test_multimodal_turn(self, api):
+        content = [{"type": "text", "text": "[Message ID: 5] look"}, IMAGE]
+        reply = post(api, content)
+        assert reply.status == 201 and turns(reply) == [{"role": "user", "content": content}]
+
+    @pytest.mark.parametrize(
+        "body, field",
+        [
+            ({"role": "system", "content": "x"}, "role"),
+            ({"content": "x"}, "role"),
+            ({"role": "user", "content": ""}, "content"),
+            ({"role": "user", "content": []}, "content"),
+            ({"role": "user"}, "content"),
+            ({"role": "user", "content": 12}, "content"),
+            ({"role": "user", "content": "[Message ID: 1] x", "message_id": "2"}, "message_id"),
+            ({"role": "user", "content": "no marker", "message_id": "2"}, "message_id"),
+            ({"role": "user", "content": "x", "message_id": 2}, "message_id"),
+            ({"role": "user", "content": "[Message ID: a b] x"}, "message_id"),
+            ({"role": "user", "content": "x", "context": ["a"]}, "context"),
+            ({"role": "user", "content": "x", "context": {"__class__": 1}}, "context.__class__"),
+        ],
+    )
+    def test_bad_bodies_are_400_naming_the_field(self, api, redis_client, body, field):
+        post(api, "[Message ID: 1] existing")
+        before = dump(redis_client)
+        reply = api.call("POST", room_path(ROOM, "messages"), body)
+        assert reply.status == 400
+        assert reply.body["error"] == "invalid_request" and reply.body["message"].startswith(field)
+        assert dump(redis_client) == before
+
+    @pytest.mark.parametrize("raw", ["{", "[1, 2]", '"text"', '{"role": NaN}', "[" * 10000 + "]" * 10000])
+    def test_malformed_json_is_400(self, api, redis_client, raw):
+        reply = api.call("POST", room_path(ROOM, "messages"), raw=raw)
+        assert reply.status == 400 and reply.body["message"].startswith("body")
+        assert redis_client.keys("*") == []
+
+    @pytest.mark.parametrize("room", ["a b", "{x}", "x" * 300, "bell\x07", "tab\tx"])
+    def test_bad_room_ids_are_400(self, api, redis_client, room):
+        reply = post(api, "hi", room=room)
+        assert reply.status == 400 and reply.body["message"].startswith("room_id")
+        assert redis_client.keys("*") == []
+
+    def test_oversize_turn_is_413(self, redis_server, redis_client):
+        api = make_api(redis_server, MAX_TURN_BYTES="1000")
+        reply = post(api, "x" * 2000)
+        assert reply.status == 413 and reply.body["error"] == "turn_too_large"
+        assert redis_client.keys("*") == []
+
+    def test_if_match(self, api, redis_client):
+        post(api, "[Message ID: 1] a")
+        before = room_dump(redis_client)
+        stale = api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": "0"})
+        assert stale.status == 412 and stale.body["error"] == "version_mismatch" and stale.body["version"] == 1
+        assert room_dump(redis_client) == before
+        fresh = api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": '"1"'})
+        assert fresh.status == 201 and fresh.headers["ETag"] == '"2"'
+        # the retry of an append that succeeded answers 200, whatever its If-Match says
+        retry = api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": "1"})
+        assert retry.status == 200 and retry.body["version"] == 2
+
+    def test_bad_if_match_is_400(self, api, redis_client):
+        reply = api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": "x"}, {"if-match": "seven"})
+        assert reply.status == 400 and reply.body["message"].startswith("If-Match")
+        assert redis_client.keys("*") == []
+
+
+class TestList:
+    def test_query_string_is_the_context(self, api):
+        post(api, "[Message ID: 1] hi")
+        reply = api.call("GET", room_path(ROOM, "messages"), query="room_name=lobby")
+        assert reply.status == 200
+        assert reply.body["messages"][0] == {"role": "system", "content": "Room discord:1234 (lobby)"}
+        assert reply.body["version"] == 1
+
+    def test_unknown_room_is_empty(self, api):
+        reply = api.call("GET", room_path("discord:9", "messages"))
+        assert reply.status == 200 and reply.body == {
+            "room_id": "discord:9",
+            "version": 0,
+            "messages": [{"role": "system", "content": "Room discord:9"}],
+        }
+
+    def test_blank_prompt_means_no_system_message(self, redis_server, redis_client):
+        api = make_api(redis_server, SYSTEM_PROMPT_TEMPLATE="{% if persona %}{{ persona }}{% endif %}  \n")
+        post(api, "hi")
+        assert [m["role"] for m in api.call("GET", room_path(ROOM, "messages")).body["messages"]] == ["user"]
+        with_persona = api.call("GET", room_path(ROOM, "messages"), query="persona=Sage")
+        assert with_persona.body["messages"][0] == {"role": "system", "content": "Sage"}
+
+    def test_default_template_ships_in_the_layer(self, redis_server, redis_client):
+        api = make_api(redis_server)
+        reply = api.call("GET", room_path(ROOM, "messages"), query="bot_name=Sage")
+        (system,) = reply.body["messages"]
+        assert system["role"] == "system" and "Sage" in system["content"] and ROOM in system["content"]
+
+    def test_context_values_are_data_not_template_code(self, api):
+        reply = api.call("GET", room_path(ROOM, "messages"), query="room_name=%7B%7B+%27%27.__class__.__mro__+%7D%7D")
+        assert reply.body["messages"][0]["content"] == "Room discord:1234 ({{ ''.__class__.__mro__ }})"
+
+    def test_room_id_always_wins_over_the_context(self, api):
+        reply = api.call("GET", room_path(ROOM, "messages"), query="room_id=evil")
+        assert reply.body["messages"][0]["content"] == "Room discord:1234"
+
+
+class TestTemplateSources:
+    @pytest.fixture
+    def ssm(self, monkeypatch):
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        with mock_aws():
+            parameters.clear_caches()
+            parameters.base.DEFAULT_PROVIDERS.clear()
+            yield boto3.client("ssm", region_name="us-east-1")
+        parameters.clear_caches()
+        parameters.base.DEFAULT_PROVIDERS.clear()
+
+    def test_ssm_parameter_is_read_and_cached(self, redis_server, redis_client, ssm):
+        ssm.put_parameter(Name="/room-history/prompt", Value="From SSM for {{ room_id }}", Type="String")
+        api = make_api(redis_server, SYSTEM_PROMPT_PARAMETER="/room-history/prompt")
+        reply = post(api, "hi")
+        assert reply.body["messages"][0] == {"role": "system", "content": "From SSM for discord:1234"}
+        ssm.put_parameter(Name="/room-history/prompt", Value="changed", Type="String", Overwrite=True)
+        again = api.call("GET", room_path(ROOM, "messages"))
+        assert again.body["messages"][0]["content"] == "From SSM for discord:1234"  # cached for 5 minutes
+
+    def test_template_variable_wins_over_ssm(self, redis_server, redis_client, ssm):
+        ssm.put_parameter(Name="/room-history/prompt", Value="From SSM", Type="String")
+        api = make_api(redis_server, SYSTEM_PROMPT_PARAMETER="/room-history/prompt", SYSTEM_PROMPT_TEMPLATE="From env")
+        assert post(api, "hi").body["messages"][0]["content"] == "From env"
+
+    def test_missing_parameter_is_503_and_changes_nothing(self, redis_server, redis_client, ssm):
+        api = make_api(redis_server, SYSTEM_PROMPT_PARAMETER="/room-history/missing")
+        reply = post(api, "hi")
+        assert reply.status == 503 and reply.body["error"] == "template_unavailable"
+        assert redis_client.keys("*") == []
+
+    @pytest.mark.parametrize("template", ["{{ ''.__class__.__mro__[1].__subclasses__() }}", "{% if %}", "{{ 1 + 'a' }}"])
+    def test_broken_or_escaping_template_is_500_and_changes_nothing(self, redis_server, redis_client, template):
+        api = make_api(redis_server, SYSTEM_PROMPT_TEMPLATE=template)
+        reply = post(api, "hi")
+        assert reply.status == 500 and reply.body["error"] == "template_error"
+        assert "Traceback" not in reply.body["message"]
+        assert redis_client.keys("*") == []
+
+
+class TestChangeTurn:
+    def test_edit_keeps_media_parts(self, api):
+        post(api, [{"type": "text", "text": "[Message ID: 1] cat"}, IMAGE])
+        reply = api.call("PATCH", room_path(ROOM, "messages", "1"), {"content": "[Message ID: 1] a cat"})
+        assert reply.status == 200 and reply.body["version"] == 2
+        assert turns(reply) == [{"role": "user", "content": [{"type": "text", "text": "[Message ID: 1] a cat"}, IMAGE]}]
+
+    def test_list_edit_replaces_exactly(self, api):
+        post(api, [{"type": "text", "text": "[Message ID: 1] cat"}, IMAGE])
+        new = [{"type": "text", "text": "[Message ID: 1] no picture"}]
+        assert turns(api.call("PATCH", room_path(ROOM, "messages", "1"), {"content": new}))[0]["content"] == new
+
+    def test_delete_with_given_and_default_stamp(self, api):
+        post(api, "[Message ID: 1] a")
+        post(api, "[Message ID: 2] b")
+        given = api.call("DELETE", room_path(ROOM, "messages", "1"), {"deleted_at": "2026-11-25T12:00:00+00:00"})
+        assert given.status == 200
+        assert turns(given)[0]["content"] == "[Message ID: 1] [deleted at 2026-11-25T12:00:00+00:00] a"
+        default = api.call("DELETE", room_path(ROOM, "messages", "2"))
+        text = turns(default)[1]["content"]
+        assert text.startswith("[Message ID: 2] [deleted at ") and text.endswith("Z] b")
+        once = api.call("DELETE", room_path(ROOM, "messages", "1"), {"deleted_at": "2030-01-01T00:00:00Z"})
+        assert turns(once)[0]["content"] == "[Message ID: 1] [deleted at 2026-11-25T12:00:00+00:00] a"
+
+    def test_reactions_replace_and_empty_removes(self, api):
+        post(api, "[Message ID: 1] a")
+        api.call("PUT", room_path(ROOM, "messages", "1", "reactions"), {"reactions": "👍 x1"})
+        reply = api.call("PUT", room_path(ROOM, "messages", "1", "reactions"), {"reactions": "👍 x2, ❤️ x1"})
+        assert turns(reply)[0]["content"] == "[Message ID: 1] [Reactions: 👍 x2, ❤️ x1] a"
+        cleared = api.call("PUT", room_path(ROOM, "messages", "1", "reactions"), {"reactions": ""})
+        assert turns(cleared)[0]["content"] == "[Message ID: 1] a" and cleared.body["version"] == 4
+
+    @pytest.mark.parametrize(
+        "method, rest, body, status, error, field",
+        [
+            ("PATCH", ["9"], {"content": "x"}, 404, "message_not_found", None),
+            ("DELETE", ["9"], None, 404, "message_not_found", None),
+            ("PUT", ["9", "reactions"], {"reactions": "x"}, 404, "message_not_found", None),
+            ("PATCH", ["1"], {"content": ""}, 400, "invalid_request", "content"),
+            ("PATCH", ["1"], {}, 400, "invalid_request", "content"),
+            ("PATCH", ["1"], {"content": "[Message ID: 2] other"}, 400, "invalid_request", "content"),
+            ("DELETE", ["1"], {"deleted_at": "soon"}, 400, "invalid_request", "deleted_at"),
+            ("PUT", ["1", "reactions"], {}, 400, "invalid_request", "reactions"),
+            ("PUT", ["1", "reactions"], {"reactions": "a]"}, 400, "invalid_request", "reactions"),
+            ("PATCH", ["1]"], {"content": "x"}, 400, "invalid_request", "message_id"),
+            ("PATCH", ["x" * 300], {"content": "x"}, 400, "invalid_request", "message_id"),
+        ],
+    )
+    def test_errors_change_nothing(self, api, redis_client, method, rest, body, status, error, field):
+        post(api, "[Message ID: 1] a")
+        before = dump(redis_client)
+        reply = api.call(method, room_path(ROOM, "messages", *rest), body)
+        assert (reply.status, reply.body["error"]) == (status, error)
+        if field:
+            assert reply.body["message"].startswith(field)
+        assert dump(redis_client) == before
+
+    def test_if_match_on_edit(self, api, redis_client):
+        post(api, "[Message ID: 1] a")
+        before = dump(redis_client)
+        stale = api.call("PATCH", room_path(ROOM, "messages", "1"), {"content": "b"}, {"if-match": "5"})
+        assert stale.status == 412 and stale.body["version"] == 1
+        assert dump(redis_client) == before
+        assert api.call("PATCH", room_path(ROOM, "messages", "1"), {"content": "b"}, {"if-match": "1"}).status == 200
+
+    def test_conflicts_exhausted_are_409(self, api, redis_client, settings):
+        from test_history import InterleavingStore
+
+        from room_history.history import RoomHistory
+
+        post(api, "[Message ID: 1] a")
+        real = api.module.room_history()
+        busy = InterleavingStore(real.store, lambda: real.append(ROOM, "user", "noise"), times=1000)
+        api.module.room_history = lambda: RoomHistory(busy, real.settings, sleep=lambda _: None)
+        reply = api.call("PATCH", room_path(ROOM, "messages", "1"), {"content": "[Message ID: 1] b"})
+        assert reply.status == 409 and reply.body["error"] == "write_conflict"
+        assert redis_client.lindex("sg:conversation:{discord:1234}", 0) == '{"role":"user","content":"[Message ID: 1] a"}'
+
+
+class TestRoom:
+    def test_state_of_unknown_and_known_rooms(self, api):
+        unknown = api.call("GET", room_path("discord:404"))
+        assert unknown.status == 200 and unknown.body == {
+            "room_id": "discord:404",
+            "version": 0,
+            "message_count": 0,
+            "last_role": None,
+            "limit": 100,
+            "rebackfill_requested": False,
+            "last_activity": None,
+        }
+        post(api, "a")
+        api.call("POST", room_path(ROOM, "messages"), {"role": "assistant", "content": "b"})
+        state = api.call("GET", room_path(ROOM)).body
+        assert (state["version"], state["message_count"], state["last_role"]) == (2, 2, "assistant")
+        assert time.time() - _epoch(state["last_activity"]) < 60
+
+    def test_limit_clamps_flags_and_trims(self, api):
+        for number in range(60):
+            post(api, f"n{number}")
+        raised = api.call("PUT", room_path(ROOM, "limit"), {"limit": 5000})
+        assert raised.status == 200 and raised.body == {"room_id": ROOM, "limit": 1000, "rebackfill_requested": True}
+        lowered = api.call("PUT", room_path(ROOM, "limit"), {"limit": 1})
+        assert lowered.body == {"room_id": ROOM, "limit": 50, "rebackfill_requested": True}
+        assert len(turns(api.call("GET", room_path(ROOM, "messages")))) == 50
+        discarded = api.call("DELETE", room_path(ROOM, "rebackfill"))
+        assert discarded.status == 204 and discarded.body is None
+        state = api.call("GET", room_path(ROOM)).body
+        assert (state["limit"], state["rebackfill_requested"], state["version"]) == (50, False, 63)
+
+    @pytest.mark.parametrize("body", [{}, {"limit": "100"}, {"limit": 1.5}, {"limit": True}])
+    def test_bad_limit_is_400(self, api, redis_client, body):
+        reply = api.call("PUT", room_path(ROOM, "limit"), body)
+        assert reply.status == 400 and reply.body["message"].startswith("limit")
+        assert redis_client.keys("*") == []
+
+    def test_clear_keeps_limit_and_grows_version(self, api):
+        post(api, "a")
+        api.call("PUT", room_path(ROOM, "limit"), {"limit": 70})
+        cleared = api.call("DELETE", room_path(ROOM))
+        assert cleared.status == 204
+        state = api.call("GET", room_path(ROOM)).body
+        assert (state["message_count"], state["limit"], state["version"]) == (0, 70, 3)
+        assert post(api, "b").body["version"] == 4
+
+    def test_if_match_on_room_routes(self, api, redis_client):
+        post(api, "a")
+        before = room_dump(redis_client)
+        for method, path, body in [
+            ("PUT", room_path(ROOM, "limit"), {"limit": 60}),
+            ("DELETE", room_path(ROOM, "rebackfill"), None),
+            ("DELETE", room_path(ROOM), None),
+        ]:
+            reply = api.call(method, path, body, {"if-match": "9"})
+            assert reply.status == 412 and reply.body == {"error": "version_mismatch", "message": reply.body["message"], "version": 1}
+        assert room_dump(redis_client) == before
+        assert api.call("DELETE", room_path(ROOM), None, {"if-match": "1"}).status == 204
+
+
+def test_unknown_route_is_a_json_404(api):
+    event = {
+        **json.loads(open("events/get_room.json").read()),
+        "rawPath": "/nowhere",
+        "routeKey": "$default",
+    }
+    event["requestContext"]["http"]["path"] = "/nowhere"
+    reply = api.invoke(event)
+    assert reply.status == 404 and reply.body["error"] == "route_not_found"
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+CALLS = [
+    ("POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 1] a"}),
+    ("GET", room_path(ROOM, "messages"), None),
+    ("PATCH", room_path(ROOM, "messages", "1"), {"content": "b"}),
+    ("DELETE", room_path(ROOM, "messages", "1"), None),
+    ("PUT", room_path(ROOM, "messages", "1", "reactions"), {"reactions": "x"}),
+    ("GET", room_path(ROOM), None),
+    ("PUT", room_path(ROOM, "limit"), {"limit": 60}),
+    ("DELETE", room_path(ROOM, "rebackfill"), None),
+    ("DELETE", room_path(ROOM), None),
+]
+
+
+@pytest.mark.parametrize("method, path, body", CALLS)
+def test_redis_unreachable_is_503_on_every_route(redis_server, method, path, body):
+    api = make_api(redis_server, REDIS_URL=f"redis://127.0.0.1:{_closed_port()}/0")
+    started = time.monotonic()
+    reply = api.call(method, path, body)
+    assert reply.status == 503 and reply.body["error"] == "redis_unavailable"
+    assert set(reply.body) == {"error", "message"} and "Traceback" not in reply.body["message"]
+    assert time.monotonic() - started < 5
+
+
+def test_logs_carry_no_message_content(api, caplog):
+    caplog.set_level("INFO")
+    post(api, "[Message ID: 1] my secret plans", context={"room_name": "general"})
+    api.call("PATCH", room_path(ROOM, "messages", "1"), {"content": "[Message ID: 1] more secret plans"})
+    formatter = api.module.logger.registered_formatter
+    logs = [json.loads(formatter.format(record)) for record in caplog.records]
+    assert any(log.get("message") == "turn appended" and log.get("room_id") == ROOM for log in logs)
+    assert not any("secret" in json.dumps(log) for log in logs)
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
