@@ -1,0 +1,82 @@
+"""Each file of events/ through its function, as `sam local invoke -e events/<file> <Function>` would."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from support import Api, context_for, load_function
+
+EVENTS = Path(__file__).resolve().parent.parent / "events"
+
+# In the order a bot would send them on an empty room, with the status each must get.
+SCRIPT = [
+    ("append_message.json", 201),
+    ("append_image_message.json", 201),
+    ("append_assistant_message.json", 201),
+    ("append_message.json", 200),  # a retried append is stored once
+    ("list_messages.json", 200),
+    ("edit_message.json", 200),
+    ("set_reactions.json", 200),
+    ("delete_message.json", 200),
+    ("get_room.json", 200),
+    ("set_limit.json", 200),
+    ("discard_rebackfill.json", 204),
+    ("clear_room.json", 204),
+    ("get_room.json", 200),
+]
+
+
+def load_event(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+def test_every_event_file_is_played(redis_server, redis_client):
+    played = {name for name, _ in SCRIPT} | {"scheduled_reap.json"}
+    assert played == {path.name for path in EVENTS.glob("*.json")}
+
+
+def test_api_events_in_order(redis_server, redis_client):
+    api = Api({"REDIS_URL": redis_server.url})
+    replies = {}
+    for name, status in SCRIPT:
+        reply = api.invoke(load_event(name))
+        assert reply.status == status, (name, reply.body)
+        replies.setdefault(name, []).append(reply)
+
+    listed = replies["list_messages.json"][0].body
+    assert listed["room_id"] == "discord:1234" and listed["version"] == 3
+    assert listed["messages"][0]["role"] == "system" and "Sage" in listed["messages"][0]["content"]
+    assert [message["role"] for message in listed["messages"][1:]] == ["user", "user", "assistant"]
+
+    after_delete = replies["delete_message.json"][0].body["messages"]
+    texts = [m["content"] if isinstance(m["content"], str) else m["content"][0]["text"] for m in after_delete[1:]]
+    assert any("[deleted at " in text for text in texts)
+    assert any("[Reactions: " in text for text in texts)
+    assert any(isinstance(m["content"], list) and m["content"][1]["type"] == "image_url" for m in after_delete[1:])
+
+    state = replies["get_room.json"][0].body
+    assert (state["room_id"], state["version"], state["message_count"]) == ("discord:1234", 6, 3)
+    limit = replies["set_limit.json"][0].body
+    assert limit["room_id"] == "discord:1234" and limit["rebackfill_requested"] is True
+    final = replies["get_room.json"][1].body
+    assert (final["message_count"], final["rebackfill_requested"], final["version"]) == (0, False, 9)
+    assert final["limit"] == limit["limit"]
+
+
+def test_scheduled_reap_event(redis_server, redis_client):
+    api = Api({"REDIS_URL": redis_server.url})
+    api.invoke(load_event("append_message.json"))
+    reaper = load_function("ReaperFunction", {"REDIS_URL": redis_server.url, "MAX_IDLE_SECONDS": "1"})
+    assert reaper(load_event("scheduled_reap.json"), context_for("ReaperFunction")) == {"reaped": 0}
+    time.sleep(1.1)
+    fresh = load_event("append_message.json")
+    fresh.update(rawPath="/rooms/discord:5678/messages", body=json.dumps({"role": "user", "content": "hi"}))
+    assert api.invoke(fresh).status == 201
+    assert reaper(load_event("scheduled_reap.json"), context_for("ReaperFunction")) == {"reaped": 1}
+    assert sorted(redis_client.keys("*{discord:*")) == [
+        "sg:conversation:{discord:5678}",
+        "sg:conversation:{discord:5678}:meta",
+        "sg:conversation:{discord:5678}:ver",
+    ]

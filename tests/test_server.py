@@ -1,0 +1,73 @@
+"""The local server over real HTTP, serving the real API function, and the demo against it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+
+import pytest
+
+from local import demo
+from local.server import make_server
+
+
+@pytest.fixture
+def base_url(redis_server, redis_client, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    server = make_server("127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.url
+    server.shutdown()
+    server.server_close()
+
+
+def send(url: str, method: str = "GET", body=None, headers=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def test_routes_over_http(base_url):
+    status, headers, body = send(f"{base_url}/rooms/discord%3A77/messages", "POST", {"role": "user", "content": "[Message ID: 1] hi"})
+    assert status == 201 and headers["Content-Type"] == "application/json" and headers["ETag"] == '"1"'
+    assert json.loads(body)["messages"][-1] == {"role": "user", "content": "[Message ID: 1] hi"}
+    status, _, body = send(f"{base_url}/rooms/discord:77/messages/1/reactions", "PUT", {"reactions": "👍 x1"})
+    assert status == 200 and json.loads(body)["messages"][-1]["content"] == "[Message ID: 1] [Reactions: 👍 x1] hi"
+    status, _, body = send(f"{base_url}/rooms/discord:77")
+    assert status == 200 and json.loads(body)["version"] == 2
+    status, _, body = send(f"{base_url}/rooms/discord:77/messages", "POST", None)
+    assert status == 400 and json.loads(body)["error"] == "invalid_request"
+    status, _, body = send(f"{base_url}/rooms/discord:77", "DELETE", None, {"If-Match": '"2"'})
+    assert (status, body) == (204, b"")
+
+
+def test_concurrent_requests_are_served(base_url):
+    results = []
+
+    def append(number: int):
+        results.append(send(f"{base_url}/rooms/discord:88/messages", "POST", {"role": "user", "content": f"[Message ID: {number}] n"})[0])
+
+    threads = [threading.Thread(target=append, args=(number,)) for number in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [201] * 20
+    status, _, body = send(f"{base_url}/rooms/discord:88")
+    assert json.loads(body)["message_count"] == 20 and json.loads(body)["version"] == 20
+
+
+def test_demo_plays_a_conversation(base_url, capsys):
+    rendered = demo.play(base_url)
+    messages = rendered["messages"]
+    assert messages[0]["role"] == "system"
+    texts = [m["content"] if isinstance(m["content"], str) else m["content"][0]["text"] for m in messages[1:]]
+    assert any("[Reactions: " in text for text in texts) and any("[deleted at " in text for text in texts)
+    assert any(isinstance(m["content"], list) and m["content"][-1]["type"] == "image_url" for m in messages[1:])
+    assert "GET" in capsys.readouterr().out
