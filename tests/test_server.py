@@ -71,3 +71,14 @@ def test_demo_plays_a_conversation(base_url, capsys):
     assert any("[Reactions: " in text for text in texts) and any("[deleted at " in text for text in texts)
     assert any(isinstance(m["content"], list) and m["content"][-1]["type"] == "image_url" for m in messages[1:])
     assert "GET" in capsys.readouterr().out
+
+
+def test_benchmark_prints_latency_and_round_trips(redis_server, redis_client, monkeypatch, capsys):
+    from local import benchmark
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    with benchmark.counting_round_trips() as round_trips:
+        benchmark.run(requests=3, window=5, round_trips=round_trips)
+    table = {line[:26].strip(): line[26:].split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert table["POST messages (append)"][2] == "1.0" and table["PATCH message"][2] == "2.0"
+    assert len(table) == 8

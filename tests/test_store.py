@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import pytest
-import redis
 from redis.crc import key_slot
 
+from local.benchmark import counting_round_trips as round_trips
 from room_history.errors import VersionMismatch
 from room_history.history import RoomHistory
 from room_history.store import RoomKeys
 
 ROOM = "discord:1234"
-
-
-@contextmanager
-def round_trips():
-    """Counts the requests written to any Redis connection (a pipeline is one write)."""
-    counter = {"n": 0}
-    original = redis.connection.AbstractConnection.send_packed_command
-
-    def counting(self, command, check_health=True):
-        counter["n"] += 1
-        return original(self, command, check_health)
-
-    redis.connection.AbstractConnection.send_packed_command = counting
-    try:
-        yield counter
-    finally:
-        redis.connection.AbstractConnection.send_packed_command = original
 
 
 def test_keys_use_the_classic_layout_in_one_slot(history, redis_client):
