@@ -192,7 +192,8 @@ class RoomHistory:
             self.conflicts += 1
             if expected_version is not None:
                 raise VersionMismatch(expected_version, version)
-            self._backoff(attempt)
+            if attempt + 1 < WRITE_ATTEMPTS:
+                self._backoff(attempt)
         raise WriteConflict(f"the room kept changing under {WRITE_ATTEMPTS} attempts; try again")
 
     def _backoff(self, attempt: int) -> None:
