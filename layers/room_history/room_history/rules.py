@@ -240,10 +240,6 @@ def clamp_limit(value: Any) -> int:
     return max(MIN_LIMIT, min(MAX_LIMIT, value))
 
 
-def effective_limit(override: int | None, default: int) -> int:
-    return override if override is not None else default
-
-
 def trim(turns: list[Turn], limit: int) -> list[Turn]:
     """The sliding window: the newest `limit` turns."""
     return turns[-limit:] if limit > 0 else []
