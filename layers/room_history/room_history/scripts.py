@@ -17,8 +17,8 @@ local function bump(now)
 end
 """
 
-READ_ROOM = """
--- Read a room in one atomic step.
+READ_ROOM = """#!lua flags=no-writes
+-- Read a room in one atomic step (a read-only script: it runs during a failover's write pause).
 -- KEYS[1] turns list, KEYS[2] version counter, KEYS[3] room meta hash
 -- ARGV[1] default window size, ARGV[2] 'window' for the whole window, 'newest' for the newest turn
 -- Returns {version, list length, limit override or nil, rebackfill flag (0/1), active_at ms or nil, rows}

@@ -53,7 +53,8 @@ def _translate_unavailable(method):
         except UNAVAILABLE as error:
             raise StoreUnavailable(f"Redis is unavailable: {error}") from error
         except redis.ResponseError as error:
-            if str(error).startswith(("BUSY", "LOADING", "MASTERDOWN")):
+            # a script running too long, writes refused for want of replicas or after a failed snapshot
+            if str(error).startswith(("BUSY ", "NOREPLICAS", "MISCONF")):
                 raise StoreUnavailable(f"Redis is unavailable: {error}") from error
             raise
 
