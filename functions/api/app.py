@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from functools import cache
 from typing import Any
@@ -73,13 +74,21 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    """1e999 would come back as Infinity, which is not JSON."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 def request_body() -> dict[str, Any]:
     """The JSON object body; an absent body is an empty object (optional-body routes)."""
     try:
         raw = app.current_event.decoded_body
         if raw is None or raw.strip() == "":
             return {}
-        body = json.loads(raw, parse_constant=_reject_constant)
+        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
         raise InvalidInput("body", "is not valid JSON") from None
     if not isinstance(body, dict):
@@ -93,7 +102,7 @@ def if_match() -> int | None:
     if raw is None:
         return None
     value = raw.strip().removeprefix("W/").strip('"')
-    if not value.isascii() or not value.isdigit():
+    if not value.isascii() or not value.isdigit() or len(value) > 19:  # versions are Redis int64 counters
         raise InvalidInput("If-Match", "must be a room version number")
     return int(value)
 

@@ -106,9 +106,7 @@ class RoomHistory:
         rules.validate_id("room_id", room_id)
         turn, message_id = rules.new_turn(role, content, message_id)
         row = rules.encode_row(turn, self.settings.max_turn_bytes)
-        needle = rules.marker_needle(message_id) if message_id is not None else ""
-        marker = rules.marker(message_id) if message_id is not None else ""
-        result = self.store.append(room_id, row, needle, marker, self._now_ms(), expected_version)
+        result = self.store.append(room_id, row, message_id, self._now_ms(), expected_version)
         return Window(result.version, _present(decode_rows(result.rows))), result.stored
 
     def edit(self, room_id: str, message_id: Any, content: Any, expected_version: int | None = None) -> Window:

@@ -109,6 +109,7 @@ def with_message_text(content: Content, text: str) -> Content:
 
 
 def message_id_in(content: Content) -> str | None:
+    """A turn's own message id: the first marker of its message text."""
     found = MARKER_PATTERN.search(message_text(content) or "")
     return found.group(1) if found else None
 
@@ -144,13 +145,10 @@ def marker_needle(message_id: str) -> str:
     return json.dumps(marker(message_id), ensure_ascii=False)[1:-1]
 
 
-def find_turn(turns: list[Turn], message_id: str) -> int:
-    """Index of the newest turn whose text holds the message id's marker."""
-    wanted = marker(message_id)
+def find_turn(turns: list[Turn | None], message_id: str) -> int:
+    """Index of the newest turn whose own id (its first marker) is message_id; a quoted marker does not count."""
     for index in range(len(turns) - 1, -1, -1):
-        content = turns[index].get("content") if isinstance(turns[index], dict) else None
-        text = message_text(content) if isinstance(content, (str, list)) else None
-        if text is not None and wanted in text:
+        if turns[index] is not None and message_id_in(turns[index]["content"]) == message_id:
             return index
     raise MessageNotFound(f"no turn with message id {message_id!r} in the window")
 
@@ -164,49 +162,45 @@ def edit_content(old: Content, new: Content) -> Content:
     return new
 
 
-def _insert_after_marker(text: str, message_id: str, tag: str) -> str:
+def _tags_after_marker(text: str, message_id: str) -> tuple[str, list[str], str]:
+    """(text through the turn's own marker, the tags right after it, the rest). Tags live only there,
+    so body text that merely looks like a tag is never taken for one."""
     wanted = marker(message_id)
     at = text.index(wanted) + len(wanted)
-    return text[:at] + tag + text[at:]
+    head, rest, tags = text[:at], text[at:], []
+    while rest.startswith((REACTIONS_OPENING, DELETED_OPENING)):
+        end = _tag_end(rest, 1)
+        if end is None:
+            break
+        tags.append(rest[:end])
+        rest = rest[end:]
+    return head, tags, rest
+
+
+def _tag_end(text: str, opening: int) -> int | None:
+    """Index just past the ']' that balances the '[' at `opening`, or None if it never closes."""
+    depth = 0
+    for index in range(opening, len(text)):
+        depth += {"[": 1, "]": -1}.get(text[index], 0)
+        if depth == 0:
+            return index + 1
+    return None
 
 
 def mark_deleted(text: str, message_id: str, deleted_at: str) -> str:
     """Insert ' [deleted at <iso>]' right after the marker, once; the content stays for context."""
-    if DELETED_OPENING in text:
+    head, tags, rest = _tags_after_marker(text, message_id)
+    if any(tag.startswith(DELETED_OPENING) for tag in tags):
         return text
-    return _insert_after_marker(text, message_id, f"{DELETED_OPENING}{deleted_at}]")
-
-
-def _tag_end(text: str, start: int) -> int | None:
-    """Index just past the ']' that balances the '[' at start + 1, or None if it never closes."""
-    depth = 0
-    for index in range(start + 1, len(text)):
-        if text[index] == "[":
-            depth += 1
-        elif text[index] == "]":
-            depth -= 1
-            if depth == 0:
-                return index + 1
-    return None
-
-
-def strip_reactions(text: str) -> str:
-    start = text.find(REACTIONS_OPENING)
-    while start != -1:
-        end = _tag_end(text, start)
-        if end is None:
-            break
-        text = text[:start] + text[end:]
-        start = text.find(REACTIONS_OPENING, start)
-    return text
+    return head + f"{DELETED_OPENING}{deleted_at}]" + "".join(tags) + rest
 
 
 def set_reactions(text: str, message_id: str, reactions: str) -> str:
-    """Replace any reactions tag by one right after the marker; an empty value just removes it."""
-    text = strip_reactions(text)
-    if reactions == "":
-        return text
-    return _insert_after_marker(text, message_id, f"{REACTIONS_OPENING}{reactions}]")
+    """Replace the reactions tag by one right after the marker; an empty value just removes it."""
+    head, tags, rest = _tags_after_marker(text, message_id)
+    kept = [tag for tag in tags if not tag.startswith(REACTIONS_OPENING)]
+    new = [f"{REACTIONS_OPENING}{reactions}]"] if reactions else []
+    return head + "".join(new + kept) + rest
 
 
 def validate_reactions(value: Any) -> str:
@@ -251,9 +245,13 @@ def validate_context(value: Any, field: str = "context") -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise InvalidInput(field, "must be an object")
+    if nesting_depth(value) > MAX_NESTING:
+        raise InvalidInput(field, f"is nested deeper than {MAX_NESTING} levels")
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(field, "must be valid Unicode (no lone surrogates)") from None
     for key in value:
         if not CONTEXT_KEY.match(key):
             raise InvalidInput(f"{field}.{key}", "keys must be identifiers starting with a letter")
-    if nesting_depth(value) > MAX_NESTING:
-        raise InvalidInput(field, f"is nested deeper than {MAX_NESTING} levels")
     return value

@@ -39,13 +39,14 @@ APPEND_TURN = _EXPECTED_VERSION + """
 -- Append one turn unless a turn with its message id is already in the window.
 -- KEYS[1] turns list, KEYS[2] version counter, KEYS[3] room meta hash
 -- ARGV[1] encoded row, ARGV[2] the marker as it appears inside an encoded row ('' = no id),
--- ARGV[3] the marker as text, ARGV[4] default window size, ARGV[5] now (ms),
+-- ARGV[3] the message id, ARGV[4] default window size, ARGV[5] now (ms),
 -- ARGV[6] expected version ('' = any)
 -- Returns {1, version, window rows} stored, {0, version, window rows} already there,
 -- {-1, version} expected version differs. A duplicate wins over If-Match: it already succeeded.
 local limit = tonumber(redis.call('HGET', KEYS[3], 'limit') or ARGV[4])
 
-local function holds_marker(row)
+-- A turn's own id is the first marker of its text (the string, or the first text part).
+local function has_own_id(row)
   local ok, turn = pcall(cjson.decode, row)
   if not ok or type(turn) ~= 'table' then return false end
   local text = turn.content
@@ -58,13 +59,13 @@ local function holds_marker(row)
       end
     end
   end
-  return type(text) == 'string' and string.find(text, ARGV[3], 1, true) ~= nil
+  return type(text) == 'string' and string.match(text, '%[Message ID: ([^%]]*)%]') == ARGV[3]
 end
 
 if ARGV[2] ~= '' then
   local rows = redis.call('LRANGE', KEYS[1], -limit, -1)
   for i = #rows, 1, -1 do
-    if string.find(rows[i], ARGV[2], 1, true) and holds_marker(rows[i]) then
+    if string.find(rows[i], ARGV[2], 1, true) and has_own_id(rows[i]) then
       return {0, version, rows}
     end
   end

@@ -9,7 +9,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import scripts
+from . import rules, scripts
 from .errors import StoreUnavailable, VersionMismatch
 from .settings import Settings
 
@@ -19,29 +19,30 @@ UNAVAILABLE = (
     redis.TimeoutError,
     redis.exceptions.ReadOnlyError,  # a failover in progress
     redis.exceptions.OutOfMemoryError,
-    redis.exceptions.ClusterError,
+    redis.exceptions.ClusterError,  # also ClusterDownError
     redis.exceptions.TryAgainError,
-    redis.exceptions.RedisClusterException,
+    redis.exceptions.SlotNotCoveredError,
 )
 
 
 def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
-    """One client per container: short timeouts, and one reconnect on a dropped connection.
+    """One client per container, with short timeouts.
 
-    Timeouts are not retried: a command that timed out may have run, and running it twice
-    is the caller's decision (the compare-and-set and message ids make that safe).
+    A command that timed out may have run, so it is never sent again by the client: a single
+    server gets one reconnect on a dropped connection only; a cluster client, whose retries
+    also cover timeouts, gets none (it still refreshes its slot map after a failure).
     """
-    options = dict(
+    timeouts = dict(
         decode_responses=True,
         socket_connect_timeout=settings.redis_timeout_seconds,
         socket_timeout=settings.redis_timeout_seconds,
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     )
     try:
         if settings.redis_cluster:
-            return redis.RedisCluster.from_url(settings.redis_url, **options)
-        return redis.Redis.from_url(settings.redis_url, **options)
-    except UNAVAILABLE as error:
+            return redis.RedisCluster.from_url(settings.redis_url, retry=Retry(NoBackoff(), 0), **timeouts)
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        return redis.Redis.from_url(settings.redis_url, retry=retry, **timeouts)
+    except (*UNAVAILABLE, redis.exceptions.RedisClusterException) as error:  # no node reachable at start
         raise StoreUnavailable(f"Redis is unavailable: {error}") from error
 
 
@@ -137,10 +138,11 @@ class RoomStore:
 
     @_translate_unavailable
     def append(
-        self, room_id: str, row: str, marker_needle: str, marker: str, now_ms: int, expected_version: int | None
+        self, room_id: str, row: str, message_id: str | None, now_ms: int, expected_version: int | None
     ) -> AppendResult:
-        """Store a row (or find it already stored) and return the window as it now is."""
-        args = [row, marker_needle, marker, self.default_limit, now_ms, _optional(expected_version)]
+        """Store a row (or find its message id already in the window) and return the window as it now is."""
+        needle = rules.marker_needle(message_id) if message_id is not None else ""
+        args = [row, needle, message_id or "", self.default_limit, now_ms, _optional(expected_version)]
         reply = self._checked(self._write_room(self.append_turn, room_id, args, now_ms), expected_version)
         return AppendResult(stored=reply[0] == 1, version=int(reply[1]), rows=list(reply[2]))
 
@@ -207,7 +209,8 @@ class RoomStore:
                 if script is None:
                     pipe.zadd(keys[0], args, gt=True)
                 else:
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    # ClusterPipeline blocks its evalsha() method, not the command; each call names one slot
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             replies = pipe.execute(raise_on_error=False)
             missing = {
                 script for (script, _, _), reply in zip(calls, replies) if isinstance(reply, redis.exceptions.NoScriptError)
