@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 START_ATTEMPTS = 5
@@ -47,7 +48,7 @@ class RedisServer:
     Use as a context manager: ``with RedisServer() as redis: ... redis.url``.
     """
 
-    def __init__(self, port: int | None = None, startup_timeout: float = 10.0) -> None:
+    def __init__(self, port: int | None = None, startup_timeout: float = 10.0, extra_args: Sequence[str] = ()) -> None:
         self._binary = shutil.which("redis-server")
         if self._binary is None:
             raise RedisServerError(
@@ -57,6 +58,7 @@ class RedisServer:
         self._fixed_port = port is not None
         self.port: int = port or 0
         self.startup_timeout = startup_timeout
+        self.extra_args = list(extra_args)  # more redis-server options, e.g. "--cluster-enabled", "yes"
         self._process: subprocess.Popen | None = None
         self._dir: str | None = None
         self._starts = 0
@@ -109,6 +111,7 @@ class RedisServer:
             "--dir", self._dir,
             "--daemonize", "no",
             "--protected-mode", "no",
+            *self.extra_args,
         ]
         with open(log, "wb") as out:
             self._process = subprocess.Popen(

@@ -1,8 +1,10 @@
-"""Shared fixtures: one real redis-server per test session, flushed around every test."""
+"""Shared fixtures: a real redis-server per test session (and a real Redis Cluster when a test asks for
+one), flushed before every test."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "room_history")]
 
+from local.redis_cluster import LocalRedisCluster  # noqa: E402
 from local.redis_server import RedisServer  # noqa: E402
 from room_history.history import RoomHistory  # noqa: E402
 from room_history.settings import Settings  # noqa: E402
@@ -21,6 +24,13 @@ from room_history.store import RoomStore  # noqa: E402
 def redis_server():
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """Three masters, started the first time a test needs them."""
+    with LocalRedisCluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture
@@ -48,3 +58,45 @@ def store(settings) -> RoomStore:
 @pytest.fixture
 def history(settings) -> RoomHistory:
     return RoomHistory.open(settings)
+
+
+@dataclass
+class Backend:
+    """One Redis deployment the functions can be pointed at, and a client that sees all of it."""
+
+    url: str
+    cluster: bool
+    client: redis.Redis | redis.RedisCluster
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"REDIS_URL": self.url, "REDIS_CLUSTER": "true" if self.cluster else "false"}
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(redis_url=self.url, redis_cluster=self.cluster, redis_timeout_seconds=1.0)
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        """Sorted keys matching pattern; in a cluster, KEYS on every primary (redis-py asks one node by default)."""
+        if self.cluster:
+            return sorted(self.client.keys(pattern, target_nodes=redis.RedisCluster.PRIMARIES))
+        return sorted(self.client.keys(pattern))
+
+    def dump(self, pattern: str = "*") -> dict[str, bytes]:
+        """Every matching key with its serialized value: equal dumps mean nothing changed."""
+        return {key: self.client.dump(key) for key in self.keys(pattern)}
+
+
+@pytest.fixture(params=["single", "cluster"])
+def backend(request):
+    """Each test twice: on the session's redis-server and on the session's three-master cluster."""
+    if request.param == "single":
+        server = request.getfixturevalue("redis_server")
+        yield Backend(server.url, False, request.getfixturevalue("redis_client"))
+        return
+    cluster = request.getfixturevalue("redis_cluster")
+    client = redis.RedisCluster.from_url(cluster.url, decode_responses=True)
+    client.flushall()  # FLUSHALL and SCRIPT FLUSH go to every primary
+    client.script_flush()
+    yield Backend(cluster.url, True, client)
+    client.close()

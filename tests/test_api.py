@@ -18,22 +18,18 @@ PLAIN_TEMPLATE = "Room {{ room_id }}{% if room_name %} ({{ room_name }}){% endif
 
 
 @pytest.fixture
-def api(redis_server, redis_client):
-    return Api({"REDIS_URL": redis_server.url, "SYSTEM_PROMPT_TEMPLATE": PLAIN_TEMPLATE})
+def api(backend):
+    return make_api(backend, SYSTEM_PROMPT_TEMPLATE=PLAIN_TEMPLATE)
 
 
-def make_api(redis_server, **env) -> Api:
-    return Api({"REDIS_URL": redis_server.url, **env})
+def make_api(backend, **env) -> Api:
+    return Api({**backend.env, **env})
 
 
-def dump(redis_client, pattern: str = "*") -> dict:
-    return {key: redis_client.dump(key) for key in sorted(redis_client.keys(pattern))}
-
-
-def room_dump(redis_client, room: str = ROOM) -> dict:
+def room_dump(backend, room: str = ROOM) -> dict:
     """Every key of the room. A write refused inside Redis (412) may still refresh the room's entry
     in the reaper's activity index, which lives in another slot and is only a hint."""
-    return dump(redis_client, f"*{{{room}}}*")
+    return backend.dump(f"*{{{room}}}*")
 
 
 def post(api, text, room=ROOM, **extra):
@@ -87,48 +83,48 @@ class TestAppend:
             ({"role": "user", "content": "x", "context": {"__class__": 1}}, "context.__class__"),
         ],
     )
-    def test_bad_bodies_are_400_naming_the_field(self, api, redis_client, body, field):
-        post(api, "[Message ID: 1] existing")
-        before = dump(redis_client)
+    def test_bad_bodies_are_400_naming_the_field(self, api, backend, body, field):
+        assert post(api, "[Message ID: 1] existing").status == 201
+        before = backend.dump()
         reply = api.call("POST", room_path(ROOM, "messages"), body)
         assert reply.status == 400
         assert reply.body["error"] == "invalid_request" and reply.body["message"].startswith(field)
-        assert dump(redis_client) == before
+        assert backend.dump() == before
 
     @pytest.mark.parametrize("raw", ["{", "[1, 2]", '"text"', '{"role": NaN}', "[" * 10000 + "]" * 10000])
-    def test_malformed_json_is_400(self, api, redis_client, raw):
+    def test_malformed_json_is_400(self, api, backend, raw):
         reply = api.call("POST", room_path(ROOM, "messages"), raw=raw)
         assert reply.status == 400 and reply.body["message"].startswith("body")
-        assert redis_client.keys("*") == []
+        assert backend.keys() == []
 
     @pytest.mark.parametrize("room", ["a b", "{x}", "x" * 300, "bell\x07", "tab\tx"])
-    def test_bad_room_ids_are_400(self, api, redis_client, room):
+    def test_bad_room_ids_are_400(self, api, backend, room):
         reply = post(api, "hi", room=room)
         assert reply.status == 400 and reply.body["message"].startswith("room_id")
-        assert redis_client.keys("*") == []
+        assert backend.keys() == []
 
-    def test_oversize_turn_is_413(self, redis_server, redis_client):
-        api = make_api(redis_server, MAX_TURN_BYTES="1000")
+    def test_oversize_turn_is_413(self, backend):
+        api = make_api(backend, MAX_TURN_BYTES="1000")
         reply = post(api, "x" * 2000)
         assert reply.status == 413 and reply.body["error"] == "turn_too_large"
-        assert redis_client.keys("*") == []
+        assert backend.keys() == []
 
-    def test_if_match(self, api, redis_client):
+    def test_if_match(self, api, backend):
         post(api, "[Message ID: 1] a")
-        before = room_dump(redis_client)
+        before = room_dump(backend)
         stale = api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": "0"})
         assert stale.status == 412 and stale.body["error"] == "version_mismatch" and stale.body["version"] == 1
-        assert room_dump(redis_client) == before
+        assert room_dump(backend) == before
         fresh = api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": '"1"'})
         assert fresh.status == 201 and fresh.headers["ETag"] == '"2"'
         # the retry of an append that succeeded answers 200, whatever its If-Match says
         retry = api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": "1"})
         assert retry.status == 200 and retry.body["version"] == 2
 
-    def test_bad_if_match_is_400(self, api, redis_client):
+    def test_bad_if_match_is_400(self, api, backend):
         reply = api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": "x"}, {"if-match": "seven"})
         assert reply.status == 400 and reply.body["message"].startswith("If-Match")
-        assert redis_client.keys("*") == []
+        assert backend.keys() == []
 
 
 class TestList:
@@ -147,15 +143,15 @@ class TestList:
             "messages": [{"role": "system", "content": "Room discord:9"}],
         }
 
-    def test_blank_prompt_means_no_system_message(self, redis_server, redis_client):
-        api = make_api(redis_server, SYSTEM_PROMPT_TEMPLATE="{% if persona %}{{ persona }}{% endif %}  \n")
+    def test_blank_prompt_means_no_system_message(self, backend):
+        api = make_api(backend, SYSTEM_PROMPT_TEMPLATE="{% if persona %}{{ persona }}{% endif %}  \n")
         post(api, "hi")
         assert [m["role"] for m in api.call("GET", room_path(ROOM, "messages")).body["messages"]] == ["user"]
         with_persona = api.call("GET", room_path(ROOM, "messages"), query="persona=Sage")
         assert with_persona.body["messages"][0] == {"role": "system", "content": "Sage"}
 
-    def test_default_template_ships_in_the_layer(self, redis_server, redis_client):
-        api = make_api(redis_server)
+    def test_default_template_ships_in_the_layer(self, backend):
+        api = make_api(backend)
         reply = api.call("GET", room_path(ROOM, "messages"), query="bot_name=Sage")
         (system,) = reply.body["messages"]
         assert system["role"] == "system" and "Sage" in system["content"] and ROOM in system["content"]
@@ -182,33 +178,33 @@ class TestTemplateSources:
         parameters.clear_caches()
         parameters.base.DEFAULT_PROVIDERS.clear()
 
-    def test_ssm_parameter_is_read_and_cached(self, redis_server, redis_client, ssm):
+    def test_ssm_parameter_is_read_and_cached(self, backend, ssm):
         ssm.put_parameter(Name="/room-history/prompt", Value="From SSM for {{ room_id }}", Type="String")
-        api = make_api(redis_server, SYSTEM_PROMPT_PARAMETER="/room-history/prompt")
+        api = make_api(backend, SYSTEM_PROMPT_PARAMETER="/room-history/prompt")
         reply = post(api, "hi")
         assert reply.body["messages"][0] == {"role": "system", "content": "From SSM for discord:1234"}
         ssm.put_parameter(Name="/room-history/prompt", Value="changed", Type="String", Overwrite=True)
         again = api.call("GET", room_path(ROOM, "messages"))
         assert again.body["messages"][0]["content"] == "From SSM for discord:1234"  # cached for 5 minutes
 
-    def test_template_variable_wins_over_ssm(self, redis_server, redis_client, ssm):
+    def test_template_variable_wins_over_ssm(self, backend, ssm):
         ssm.put_parameter(Name="/room-history/prompt", Value="From SSM", Type="String")
-        api = make_api(redis_server, SYSTEM_PROMPT_PARAMETER="/room-history/prompt", SYSTEM_PROMPT_TEMPLATE="From env")
+        api = make_api(backend, SYSTEM_PROMPT_PARAMETER="/room-history/prompt", SYSTEM_PROMPT_TEMPLATE="From env")
         assert post(api, "hi").body["messages"][0]["content"] == "From env"
 
-    def test_missing_parameter_is_503_and_changes_nothing(self, redis_server, redis_client, ssm):
-        api = make_api(redis_server, SYSTEM_PROMPT_PARAMETER="/room-history/missing")
+    def test_missing_parameter_is_503_and_changes_nothing(self, backend, ssm):
+        api = make_api(backend, SYSTEM_PROMPT_PARAMETER="/room-history/missing")
         reply = post(api, "hi")
         assert reply.status == 503 and reply.body["error"] == "template_unavailable"
-        assert redis_client.keys("*") == []
+        assert backend.keys() == []
 
     @pytest.mark.parametrize("template", ["{{ ''.__class__.__mro__[1].__subclasses__() }}", "{% if %}", "{{ 1 + 'a' }}"])
-    def test_broken_or_escaping_template_is_500_and_changes_nothing(self, redis_server, redis_client, template):
-        api = make_api(redis_server, SYSTEM_PROMPT_TEMPLATE=template)
+    def test_broken_or_escaping_template_is_500_and_changes_nothing(self, backend, template):
+        api = make_api(backend, SYSTEM_PROMPT_TEMPLATE=template)
         reply = post(api, "hi")
         assert reply.status == 500 and reply.body["error"] == "template_error"
         assert "Traceback" not in reply.body["message"]
-        assert redis_client.keys("*") == []
+        assert backend.keys() == []
 
 
 class TestChangeTurn:
@@ -259,24 +255,24 @@ class TestChangeTurn:
             ("PATCH", ["x" * 300], {"content": "x"}, 400, "invalid_request", "message_id"),
         ],
     )
-    def test_errors_change_nothing(self, api, redis_client, method, rest, body, status, error, field):
-        post(api, "[Message ID: 1] a")
-        before = dump(redis_client)
+    def test_errors_change_nothing(self, api, backend, method, rest, body, status, error, field):
+        assert post(api, "[Message ID: 1] a").status == 201
+        before = backend.dump()
         reply = api.call(method, room_path(ROOM, "messages", *rest), body)
         assert (reply.status, reply.body["error"]) == (status, error)
         if field:
             assert reply.body["message"].startswith(field)
-        assert dump(redis_client) == before
+        assert backend.dump() == before
 
-    def test_if_match_on_edit(self, api, redis_client):
+    def test_if_match_on_edit(self, api, backend):
         post(api, "[Message ID: 1] a")
-        before = dump(redis_client)
+        before = backend.dump()
         stale = api.call("PATCH", room_path(ROOM, "messages", "1"), {"content": "b"}, {"if-match": "5"})
         assert stale.status == 412 and stale.body["version"] == 1
-        assert dump(redis_client) == before
+        assert backend.dump() == before
         assert api.call("PATCH", room_path(ROOM, "messages", "1"), {"content": "b"}, {"if-match": "1"}).status == 200
 
-    def test_conflicts_exhausted_are_409(self, api, redis_client, settings):
+    def test_conflicts_exhausted_are_409(self, api, backend):
         from test_history import InterleavingStore
 
         from room_history.history import RoomHistory
@@ -287,7 +283,7 @@ class TestChangeTurn:
         api.module.room_history = lambda: RoomHistory(busy, real.settings, sleep=lambda _: None)
         reply = api.call("PATCH", room_path(ROOM, "messages", "1"), {"content": "[Message ID: 1] b"})
         assert reply.status == 409 and reply.body["error"] == "write_conflict"
-        assert redis_client.lindex("sg:conversation:{discord:1234}", 0) == '{"role":"user","content":"[Message ID: 1] a"}'
+        assert backend.client.lindex("sg:conversation:{discord:1234}", 0) == '{"role":"user","content":"[Message ID: 1] a"}'
 
 
 class TestRoom:
@@ -322,10 +318,10 @@ class TestRoom:
         assert (state["limit"], state["rebackfill_requested"], state["version"]) == (50, False, 63)
 
     @pytest.mark.parametrize("body", [{}, {"limit": "100"}, {"limit": 1.5}, {"limit": True}])
-    def test_bad_limit_is_400(self, api, redis_client, body):
+    def test_bad_limit_is_400(self, api, backend, body):
         reply = api.call("PUT", room_path(ROOM, "limit"), body)
         assert reply.status == 400 and reply.body["message"].startswith("limit")
-        assert redis_client.keys("*") == []
+        assert backend.keys() == []
 
     def test_clear_keeps_limit_and_grows_version(self, api):
         post(api, "a")
@@ -336,9 +332,9 @@ class TestRoom:
         assert (state["message_count"], state["limit"], state["version"]) == (0, 70, 3)
         assert post(api, "b").body["version"] == 4
 
-    def test_if_match_on_room_routes(self, api, redis_client):
+    def test_if_match_on_room_routes(self, api, backend):
         post(api, "a")
-        before = room_dump(redis_client)
+        before = room_dump(backend)
         for method, path, body in [
             ("PUT", room_path(ROOM, "limit"), {"limit": 60}),
             ("DELETE", room_path(ROOM, "rebackfill"), None),
@@ -346,7 +342,7 @@ class TestRoom:
         ]:
             reply = api.call(method, path, body, {"if-match": "9"})
             assert reply.status == 412 and reply.body == {"error": "version_mismatch", "message": reply.body["message"], "version": 1}
-        assert room_dump(redis_client) == before
+        assert room_dump(backend) == before
         assert api.call("DELETE", room_path(ROOM), None, {"if-match": "1"}).status == 204
 
 
@@ -380,9 +376,10 @@ CALLS = [
 ]
 
 
+@pytest.mark.parametrize("cluster", ["false", "true"], ids=["single", "cluster"])
 @pytest.mark.parametrize("method, path, body", CALLS)
-def test_redis_unreachable_is_503_on_every_route(redis_server, method, path, body):
-    api = make_api(redis_server, REDIS_URL=f"redis://127.0.0.1:{_closed_port()}/0")
+def test_redis_unreachable_is_503_on_every_route(method, path, body, cluster):
+    api = Api({"REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0", "REDIS_CLUSTER": cluster})
     started = time.monotonic()
     reply = api.call(method, path, body)
     assert reply.status == 503 and reply.body["error"] == "redis_unavailable"

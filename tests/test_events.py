@@ -32,13 +32,13 @@ def load_event(name: str) -> dict:
     return json.loads((EVENTS / name).read_text())
 
 
-def test_every_event_file_is_played(redis_server, redis_client):
+def test_every_event_file_is_played():
     played = {name for name, _ in SCRIPT} | {"scheduled_reap.json"}
     assert played == {path.name for path in EVENTS.glob("*.json")}
 
 
-def test_api_events_in_order(redis_server, redis_client):
-    api = Api({"REDIS_URL": redis_server.url})
+def test_api_events_in_order(backend):
+    api = Api(backend.env)
     replies = {}
     for name, status in SCRIPT:
         reply = api.invoke(load_event(name))
@@ -65,17 +65,17 @@ def test_api_events_in_order(redis_server, redis_client):
     assert final["limit"] == limit["limit"]
 
 
-def test_scheduled_reap_event(redis_server, redis_client):
-    api = Api({"REDIS_URL": redis_server.url})
+def test_scheduled_reap_event(backend):
+    api = Api(backend.env)
     api.invoke(load_event("append_message.json"))
-    reaper = load_function("ReaperFunction", {"REDIS_URL": redis_server.url, "MAX_IDLE_SECONDS": "1"})
+    reaper = load_function("ReaperFunction", {**backend.env, "MAX_IDLE_SECONDS": "1"})
     assert reaper(load_event("scheduled_reap.json"), context_for("ReaperFunction")) == {"reaped": 0}
     time.sleep(1.1)
     fresh = load_event("append_message.json")
     fresh.update(rawPath="/rooms/discord:5678/messages", body=json.dumps({"role": "user", "content": "hi"}))
     assert api.invoke(fresh).status == 201
     assert reaper(load_event("scheduled_reap.json"), context_for("ReaperFunction")) == {"reaped": 1}
-    assert sorted(redis_client.keys("*{discord:*")) == [
+    assert backend.keys("*{discord:*") == [
         "sg:conversation:{discord:5678}",
         "sg:conversation:{discord:5678}:meta",
         "sg:conversation:{discord:5678}:ver",
