@@ -92,6 +92,7 @@ class LocalApiServer(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # keep-alive responses would otherwise wait ~40 ms for the client's ACK
     server: LocalApiServer
 
     def _serve(self) -> None:
@@ -124,7 +125,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         self._send_result(result)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_TRACE = do_QUERY = _serve
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
