@@ -17,58 +17,48 @@ from urllib.parse import urlsplit, urlunsplit
 
 from local.events import LambdaContext, MethodNotAllowed, RouteNotFound, http_event, match_route
 from local.redis_server import RedisServer
-from local.sam_template import ROOT, Route, http_routes, load_handler, load_template, module_name
+from local.sam_template import ROOT, Route, http_routes, load_handler, load_template
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway HTTP API's payload limit
 NO_BODY_STATUSES = {204, 304}
 
 
 class FunctionPool:
-    """Warm copies of one function's handler module; a copy serves one request at a time, as a Lambda instance does."""
+    """One warm copy of a function's handler, serving one request at a time as a Lambda instance does.
+
+    Copies in one process could not run in parallel anyway: Powertools keeps the current event on
+    a class attribute of its router, shared by every copy.
+    """
 
     def __init__(self, route: Route, template: dict, root: Path) -> None:
         self._route = route
         self._template = template
         self._root = root
-        self._idle: list[Callable] = []
-        self._created = 0
+        self._handler: Callable | None = None
         self._lock = threading.Lock()
-
-    def _acquire(self) -> Callable:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-            self._created += 1
-            copy = self._created
-        name = module_name(self._route.code_uri, self._route.handler)
-        return load_handler(
-            self._route.code_uri,
-            self._route.handler,
-            self._template,
-            name=name if copy == 1 else f"{name}_{copy}",
-            root=self._root,
-        )
 
     def invoke(self, event: dict) -> Any:
         """Call the handler with a fresh LambdaContext."""
-        handler = self._acquire()
-        try:
-            return handler(event, LambdaContext.for_route(self._route))
-        finally:
-            with self._lock:
-                self._idle.append(handler)
+        with self._lock:
+            return self._load()(event, LambdaContext.for_route(self._route))
 
     def preload(self) -> None:
         """Import the handler now, so import errors show at startup."""
-        handler = self._acquire()
         with self._lock:
-            self._idle.append(handler)
+            self._load()
+
+    def _load(self) -> Callable:
+        if self._handler is None:
+            route = self._route
+            self._handler = load_handler(route.code_uri, route.handler, self._template, root=self._root)
+        return self._handler
 
 
 class LocalApiServer(ThreadingHTTPServer):
     """ThreadingHTTPServer that routes requests to the template's handlers as API Gateway would."""
 
     daemon_threads = True
+    request_queue_size = 64  # bots open many connections at once
 
     def __init__(
         self, address: tuple[str, int], routes: Sequence[Route], template: dict, root: Path, log_requests: bool
