@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -47,8 +48,13 @@ class Api:
         self.handler = load_function("ApiFunction", env)
         self.module = __import__("sys").modules[self.handler.__module__]
 
+    # Powertools keeps the current event on its router class, shared by every copy of the handler in a
+    # process: like a Lambda instance, a process serves one invocation at a time (processes run in parallel).
+    _one_at_a_time = threading.Lock()
+
     def invoke(self, event: dict) -> Reply:
-        response = self.handler(event, context_for("ApiFunction"))
+        with self._one_at_a_time:
+            response = self.handler(event, context_for("ApiFunction"))
         body = json.loads(response["body"]) if response.get("body") else None
         return Reply(response["statusCode"], body, response.get("headers") or {})
 

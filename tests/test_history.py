@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from room_history.errors import InvalidInput, MessageNotFound, TurnTooLarge, VersionMismatch, WriteConflict
-from room_history.history import WRITE_ATTEMPTS, RoomHistory
+from room_history.history import BACKOFF_CAP_SECONDS, WRITE_ATTEMPTS, RoomHistory
 from room_history.store import RoomStore
 
 ROOM = "matrix:!abc:example.org"
@@ -167,7 +167,7 @@ class TestConflicts:
         with pytest.raises(WriteConflict):
             racing.edit(ROOM, "1", "[Message ID: 1] never")
         assert racing.conflicts == WRITE_ATTEMPTS and len(sleeps) == WRITE_ATTEMPTS - 1
-        assert all(0 <= pause <= 0.2 for pause in sleeps)
+        assert all(0 <= pause <= BACKOFF_CAP_SECONDS for pause in sleeps)
         assert contents(history)[0] == "[Message ID: 1] hi"
 
     def test_with_if_match_a_lost_race_is_a_mismatch_not_a_retry(self, history, settings):

@@ -15,9 +15,9 @@ from .errors import VersionMismatch, WriteConflict
 from .settings import Settings
 from .store import RoomStore, connect
 
-WRITE_ATTEMPTS = 8
+WRITE_ATTEMPTS = 16
 BACKOFF_BASE_SECONDS = 0.005
-BACKOFF_CAP_SECONDS = 0.2
+BACKOFF_CAP_SECONDS = 0.25
 REAP_BATCH = 100
 
 
