@@ -70,10 +70,22 @@ def run(requests: int, window: int, round_trips: dict) -> None:
         call("POST", f"{base}/messages", {"role": "user", "content": f"[Message ID: w{number}] {'chat ' * 40}"})
     counter = iter(range(10**9))
     cases = {
-        "POST messages (append)": lambda: ("POST", f"{base}/messages", {"role": "user", "content": f"[Message ID: n{next(counter)}] hi"}),
-        "POST messages (retry)": lambda: ("POST", f"{base}/messages", {"role": "user", "content": "[Message ID: w1] x"}),
+        "POST messages (append)": lambda: (
+            "POST",
+            f"{base}/messages",
+            {"role": "user", "content": f"[Message ID: n{next(counter)}] hi"},
+        ),
+        "POST messages (retry)": lambda: (
+            "POST",
+            f"{base}/messages",
+            {"role": "user", "content": "[Message ID: w1] x"},
+        ),
         "GET messages": lambda: ("GET", f"{base}/messages", None),
-        "PATCH message": lambda: ("PATCH", f"{base}/messages/w{window - 1}", {"content": f"[Message ID: w{window - 1}] edited"}),
+        "PATCH message": lambda: (
+            "PATCH",
+            f"{base}/messages/w{window - 1}",
+            {"content": f"[Message ID: w{window - 1}] edited"},
+        ),
         "PUT reactions": lambda: ("PUT", f"{base}/messages/w{window - 2}/reactions", {"reactions": "👍 x2"}),
         "DELETE message": lambda: ("DELETE", f"{base}/messages/w{window - 3}", {}),
         "GET room": lambda: ("GET", base, None),

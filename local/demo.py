@@ -38,14 +38,22 @@ def play(base: str) -> dict:
     room = f"demo:{uuid.uuid4().hex[:8]}"
     messages = f"/rooms/{quote(room, safe='')}/messages"
     print(f"Room {room} at {base}")
-    call(base, "POST", messages, {"role": "user", "content": "[Message ID: 2001] Hi Sage, what's a good name for a cat?"}, 201)
+    call(
+        base,
+        "POST",
+        messages,
+        {"role": "user", "content": "[Message ID: 2001] Hi Sage, what's a good name for a cat?"},
+        201,
+    )
     call(base, "POST", messages, {"role": "assistant", "content": "[Message ID: 2002] How about Miso?"}, 201)
     image_turn = [
         {"type": "text", "text": "[Message ID: 2003] Here is the cat:"},
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
     ]
     call(base, "POST", messages, {"role": "user", "content": image_turn}, 201)
-    call(base, "PATCH", f"{messages}/2001", {"content": "[Message ID: 2001] Hi Sage, what's a good name for a grey cat?"})
+    call(
+        base, "PATCH", f"{messages}/2001", {"content": "[Message ID: 2001] Hi Sage, what's a good name for a grey cat?"}
+    )
     call(base, "PUT", f"{messages}/2002/reactions", {"reactions": "👍 x2"})
     call(base, "DELETE", f"{messages}/2003", {})
     room_path = f"/rooms/{quote(room, safe='')}"

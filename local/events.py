@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
 from local.sam_template import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Route
@@ -68,7 +68,7 @@ def http_event(
     header_map.setdefault("x-forwarded-for", source_ip)
     header_map.setdefault("x-forwarded-proto", "http")
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     host = header_map.get("host", "localhost").split(":")[0]
     event: dict = {
         "version": "2.0",
@@ -186,13 +186,13 @@ class LambdaContext:
         self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function_name}"
         self.aws_request_id = str(uuid.uuid4())
         self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = f"{datetime.now(timezone.utc):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
+        self.log_stream_name = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
         self.identity = None
         self.client_context = None
         self._deadline = time.monotonic() + timeout
 
     @classmethod
-    def for_route(cls, route: Route) -> "LambdaContext":
+    def for_route(cls, route: Route) -> LambdaContext:
         """A fresh context for one invocation of the route's function."""
         return cls(route.function, route.timeout, route.memory_mb)
 

@@ -55,13 +55,13 @@ class LocalRedisCluster:
         """redis:// URL of the first master (a cluster has database 0 only)."""
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
-    def __enter__(self) -> "LocalRedisCluster":
+    def __enter__(self) -> LocalRedisCluster:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def start(self) -> "LocalRedisCluster":
+    def start(self) -> LocalRedisCluster:
         """Start the masters, assign the slots, and wait until every node says cluster_state:ok."""
         try:
             while len(self.nodes) < MASTERS:
@@ -81,9 +81,12 @@ class LocalRedisCluster:
                 port=port,
                 startup_timeout=self.startup_timeout,
                 extra_args=[
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", f"nodes-{port}.conf",  # inside the node's own directory
-                    "--cluster-node-timeout", "2000",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    f"nodes-{port}.conf",  # inside the node's own directory
+                    "--cluster-node-timeout",
+                    "2000",
                 ],
             )
             try:

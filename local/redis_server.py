@@ -73,13 +73,13 @@ class RedisServer:
         """True while the child process exists."""
         return self._process is not None and self._process.poll() is None
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         """Start redis-server and wait until it answers PING; a port taken meanwhile means another try."""
         if self.running:
             return self
@@ -104,19 +104,24 @@ class RedisServer:
         log = os.path.join(self._dir, f"redis-{self._starts}.log")
         args = [
             self._binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", self._dir,
-            "--daemonize", "no",
-            "--protected-mode", "no",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._dir,
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
             *self.extra_args,
         ]
         with open(log, "wb") as out:
-            self._process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-            )
+            self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         return log
 
     def _wait_ready(self) -> bool:
@@ -157,7 +162,7 @@ class RedisServer:
             self._process.wait()
             self._process = None
 
-    def restart(self) -> "RedisServer":
+    def restart(self) -> RedisServer:
         """Start again on the same port; the data is gone (there is no persistence)."""
         self._reap()
         fixed, self._fixed_port = self._fixed_port, True

@@ -10,9 +10,10 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from local.events import LambdaContext, MethodNotAllowed, RouteNotFound, http_event, match_route
@@ -104,7 +105,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(405, allow, {"error": "method_not_allowed", "message": str(exc)})
             return
         event = http_event(
-            self.command, route.path, raw_path, params, query, self.headers.items(), body,
+            self.command,
+            route.path,
+            raw_path,
+            params,
+            query,
+            self.headers.items(),
+            body,
             source_ip=self.client_address[0],
         )
         try:

@@ -45,7 +45,7 @@ def find(turns: list[dict], message_id: str) -> int | None:
 
 def window(turns: list, limit: int) -> list:
     """The newest `limit` turns, oldest first."""
-    return turns[max(0, len(turns) - limit):]
+    return turns[max(0, len(turns) - limit) :]
 
 
 def edited(old, new):
@@ -152,5 +152,5 @@ class Room:
         if index is None:
             raise LookupError(f"no turn with message id {message_id!r}")
         turn = {"role": self.turns[index]["role"], "content": changed(self.turns[index]["content"], op, value)}
-        self.turns = [*self.turns[:index], turn, *self.turns[index + 1:]]
+        self.turns = [*self.turns[:index], turn, *self.turns[index + 1 :]]
         self.version += 1

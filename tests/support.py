@@ -59,7 +59,13 @@ class Api:
         return Reply(response["statusCode"], body, response.get("headers") or {})
 
     def call(
-        self, method: str, path: str, body: Any = None, headers: dict | None = None, query: str = "", raw: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict | None = None,
+        query: str = "",
+        raw: str | None = None,
     ) -> Reply:
         route, parameters = match_route(ROUTES, method, path)
         payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
@@ -68,4 +74,4 @@ class Api:
 
 
 def room_path(room_id: str, *rest: str) -> str:
-    return "/".join([f"/rooms/{quote(room_id, safe=':')}", *[quote(part, safe='') for part in rest]])
+    return "/".join([f"/rooms/{quote(room_id, safe=':')}", *[quote(part, safe="") for part in rest]])

@@ -10,6 +10,7 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
+
 from support import Api, room_path
 
 ROOM = "discord:1234"
@@ -112,13 +113,19 @@ class TestAppend:
     def test_if_match(self, api, backend):
         post(api, "[Message ID: 1] a")
         before = room_dump(backend)
-        stale = api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": "0"})
+        stale = api.call(
+            "POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": "0"}
+        )
         assert stale.status == 412 and stale.body["error"] == "version_mismatch" and stale.body["version"] == 1
         assert room_dump(backend) == before
-        fresh = api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": '"1"'})
+        fresh = api.call(
+            "POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": '"1"'}
+        )
         assert fresh.status == 201 and fresh.headers["ETag"] == '"2"'
         # the retry of an append that succeeded answers 200, whatever its If-Match says
-        retry = api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": "1"})
+        retry = api.call(
+            "POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": "1"}
+        )
         assert retry.status == 200 and retry.body["version"] == 2
 
     def test_bad_if_match_is_400(self, api, backend):
@@ -198,7 +205,9 @@ class TestTemplateSources:
         assert reply.status == 503 and reply.body["error"] == "template_unavailable"
         assert backend.keys() == []
 
-    @pytest.mark.parametrize("template", ["{{ ''.__class__.__mro__[1].__subclasses__() }}", "{% if %}", "{{ 1 + 'a' }}"])
+    @pytest.mark.parametrize(
+        "template", ["{{ ''.__class__.__mro__[1].__subclasses__() }}", "{% if %}", "{{ 1 + 'a' }}"]
+    )
     def test_broken_or_escaping_template_is_500_and_changes_nothing(self, backend, template):
         api = make_api(backend, SYSTEM_PROMPT_TEMPLATE=template)
         reply = post(api, "hi")
@@ -283,7 +292,10 @@ class TestChangeTurn:
         api.module.room_history = lambda: RoomHistory(busy, real.settings, sleep=lambda _: None)
         reply = api.call("PATCH", room_path(ROOM, "messages", "1"), {"content": "[Message ID: 1] b"})
         assert reply.status == 409 and reply.body["error"] == "write_conflict"
-        assert backend.client.lindex("sg:conversation:{discord:1234}", 0) == '{"role":"user","content":"[Message ID: 1] a"}'
+        assert (
+            backend.client.lindex("sg:conversation:{discord:1234}", 0)
+            == '{"role":"user","content":"[Message ID: 1] a"}'
+        )
 
 
 class TestRoom:
@@ -341,7 +353,11 @@ class TestRoom:
             ("DELETE", room_path(ROOM), None),
         ]:
             reply = api.call(method, path, body, {"if-match": "9"})
-            assert reply.status == 412 and reply.body == {"error": "version_mismatch", "message": reply.body["message"], "version": 1}
+            assert reply.status == 412 and reply.body == {
+                "error": "version_mismatch",
+                "message": reply.body["message"],
+                "version": 1,
+            }
         assert room_dump(backend) == before
         assert api.call("DELETE", room_path(ROOM), None, {"if-match": "1"}).status == 204
 

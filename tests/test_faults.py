@@ -18,6 +18,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
 from local.redis_server import RedisServer
 from support import Api, Reply, room_path
 
@@ -56,7 +57,12 @@ def raw(server):
 
 
 def make_api(server, timeout: str = "0.5", **env) -> Api:
-    env = {"REDIS_URL": server.url, "REDIS_TIMEOUT_SECONDS": timeout, "SYSTEM_PROMPT_TEMPLATE": "Room {{ room_id }}", **env}
+    env = {
+        "REDIS_URL": server.url,
+        "REDIS_TIMEOUT_SECONDS": timeout,
+        "SYSTEM_PROMPT_TEMPLATE": "Room {{ room_id }}",
+        **env,
+    }
     return Api(env)
 
 

@@ -16,9 +16,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from support import Api, room_path
 
 from local.server import make_server
+from support import Api, room_path
 
 SPEC = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 ROOM = "fuzz:room"

@@ -120,7 +120,9 @@ class TestChangeTurn:
         history.delete(ROOM, "1", "2026-11-25T10:00:00+01:00")
         window = history.delete(ROOM, "1", "2026-11-26T10:00:00+01:00")
         assert window.version == 3  # every successful mutation bumps the version
-        assert contents(history) == [[{"type": "text", "text": "[Message ID: 1] [deleted at 2026-11-25T10:00:00+01:00] pic"}, IMAGE]]
+        assert contents(history) == [
+            [{"type": "text", "text": "[Message ID: 1] [deleted at 2026-11-25T10:00:00+01:00] pic"}, IMAGE]
+        ]
 
     def test_if_match_mismatch_changes_nothing_and_names_the_version(self, history, redis_client):
         history.append(ROOM, "user", "[Message ID: 1] hi")

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from room_model import CHANGE_FIELD, Room, find, turn_id
-from support import Api, room_path
 from test_stress import in_processes
+
+from support import Api, room_path
 
 ROOMS = ("discord:checker", "matrix:!checker:example.org")
 WORKERS, OPS_PER_WORKER = 8, 100
@@ -22,7 +23,15 @@ DEFAULT_LIMIT = 50  # MAX_HISTORY: small, so windows slide, limits trim and re-s
 IMAGE = {"type": "image_url", "image_url": {"url": "https://cdn.example/cat.png"}}
 REACTIONS = ["👍 x1", "❤️ x2, 🎉 x1", "", "[team] x3", "🫠 [[nested]] x1", "ü ✓"]
 OPERATIONS = {  # weights
-    "append": 30, "dup-append": 10, "edit": 14, "react": 12, "delete": 10, "get": 8, "state": 6, "limit": 6, "clear": 0.5,
+    "append": 30,
+    "dup-append": 10,
+    "edit": 14,
+    "react": 12,
+    "delete": 10,
+    "get": 8,
+    "state": 6,
+    "limit": 6,
+    "clear": 0.5,
 }
 
 
@@ -131,13 +140,12 @@ def work(env: dict, worker: int, seed: int, start) -> list[Call]:
 
 def diverged(call: Call, what: str, expected: Any, actual: Any) -> None:
     pytest.fail(
-        f"first divergence at version {call.version} ({call}), {what}:"
-        f"\n  expected {expected!r}\n  actual   {actual!r}"
+        f"first divergence at version {call.version} ({call}), {what}:\n  expected {expected!r}\n  actual   {actual!r}"
     )
 
 
 def first_difference(expected: list, actual: list) -> tuple[str, Any, Any]:
-    for index, (want, got) in enumerate(zip(expected, actual)):
+    for index, (want, got) in enumerate(zip(expected, actual, strict=False)):  # lengths: below
         if want != got:
             return f"turn {index} of the window", want, got
     return "window length", len(expected), len(actual)

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+
 from support import Api, Reply, room_path
 
 ROOM = "discord:42"
@@ -63,7 +64,9 @@ def big_turn() -> str:
 @pytest.fixture
 def api(redis_server, redis_client):
     """A room with a few turns (one with media, one near the size limit), reactions, a deletion and a limit."""
-    api = Api({"REDIS_URL": redis_server.url, "SYSTEM_PROMPT_TEMPLATE": TEMPLATE, "MAX_TURN_BYTES": str(MAX_TURN_BYTES)})
+    api = Api(
+        {"REDIS_URL": redis_server.url, "SYSTEM_PROMPT_TEMPLATE": TEMPLATE, "MAX_TURN_BYTES": str(MAX_TURN_BYTES)}
+    )
     messages = room_path(ROOM, "messages")
     setup = [
         Call("POST", messages, {"role": "user", "content": "[Message ID: 1] hello"}),
@@ -130,16 +133,29 @@ CASES = [
     *[with_body("append", "message_id", message_id=value) for value in [2, "", "a b", "8", ["7"], "x" * 300]],
     with_body("append", "message_id", content="no marker", message_id="7"),
     with_body("append", "message_id", content="[Message ID: a b] x"),
-    *[with_body(name, "context", context=bad) for name in CONTEXT_ROUTES for bad in [["a"], "a=x", 5, {"a": NESTED_40}]],
+    *[
+        with_body(name, "context", context=bad)
+        for name in CONTEXT_ROUTES
+        for bad in [["a"], "a=x", 5, {"a": NESTED_40}]
+    ],
     *[with_body(name, f"context.{key}", context={key: "x"}) for name in CONTEXT_ROUTES for key in BAD_CONTEXT_KEYS],
     *[refused("list", 400, f"query string.{key}", query=urlencode({key: "x"})) for key in BAD_CONTEXT_KEYS if key],
-    *[with_body("delete", "deleted_at", deleted_at=bad) for bad in ["soon", 5, "2026-13-01", "", "2026-11-25T12:00:00Z]"]],
+    *[
+        with_body("delete", "deleted_at", deleted_at=bad)
+        for bad in ["soon", 5, "2026-13-01", "", "2026-11-25T12:00:00Z]"]
+    ],
     *[with_body("react", "reactions", reactions=bad) for bad in [MISSING, None, 5, ["👍"], "a]", "[", "[a]]", "x\x07"]],
     *[with_body("limit", "limit", limit=value) for value in [MISSING, None, "100", 1.5, True, [60], {"n": 60}]],
-    *[refused(name, 400, "If-Match", headers={"if-match": value}) for name in MUTATING_ROUTES for value in BAD_IF_MATCH],
+    *[
+        refused(name, 400, "If-Match", headers={"if-match": value})
+        for name in MUTATING_ROUTES
+        for value in BAD_IF_MATCH
+    ],
     # oversize turns: new, edited, or grown past MAX_TURN_BYTES by a tag
     refused("append", 413, None, body={"role": "user", "content": "x" * MAX_TURN_BYTES}),
-    refused("append", 413, None, body={"role": "user", "content": [{"type": "text", "text": "é" * (MAX_TURN_BYTES // 2)}]}),
+    refused(
+        "append", 413, None, body={"role": "user", "content": [{"type": "text", "text": "é" * (MAX_TURN_BYTES // 2)}]}
+    ),
     refused("edit", 413, None, body={"content": "[Message ID: 1] " + "x" * MAX_TURN_BYTES}),
     refused("react", 413, None, body={"reactions": "👍" * 500}),
     refused("react", 413, None, message="big", body={"reactions": "x"}),

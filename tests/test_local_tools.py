@@ -44,8 +44,14 @@ CONTRACT_ROUTES = {
     "DELETE /rooms/{room_id}",
 }
 CONTRACT_ENV = {
-    "REDIS_URL", "REDIS_CLUSTER", "KEY_PREFIX", "MAX_HISTORY", "MAX_TURN_BYTES",
-    "MAX_IDLE_SECONDS", "SYSTEM_PROMPT_TEMPLATE", "SYSTEM_PROMPT_PARAMETER",
+    "REDIS_URL",
+    "REDIS_CLUSTER",
+    "KEY_PREFIX",
+    "MAX_HISTORY",
+    "MAX_TURN_BYTES",
+    "MAX_IDLE_SECONDS",
+    "SYSTEM_PROMPT_TEMPLATE",
+    "SYSTEM_PROMPT_PARAMETER",
 }
 
 SMALL_TEMPLATE = """
@@ -86,7 +92,7 @@ Resources:
     Properties: {CodeUri: tick/, Handler: app.lambda_handler, Timeout: 60}
 """
 
-ECHO_APP = '''
+ECHO_APP = """
 import base64, json
 from core_for_tests import greeting
 
@@ -105,7 +111,7 @@ def lambda_handler(event, context):
             "cookies": ["a=1", "b=2"],
             "body": json.dumps({"event": event, "remaining": context.get_remaining_time_in_millis(),
                                 "function": context.function_name})}
-'''
+"""
 
 
 @pytest.fixture
@@ -281,8 +287,13 @@ def test_http_event_has_the_payload_2_0_shape():
         "/rooms/discord%3A1/messages",
         {"room_id": "discord%3A1"},
         "bot_name=Sage&tag=a&tag=b&room_name=the%20room&empty=",
-        [("Content-Type", "application/json"), ("X-Multi", "1"), ("x-multi", "2"),
-         ("User-Agent", "demo/1"), ("Cookie", "a=1; b=2")],
+        [
+            ("Content-Type", "application/json"),
+            ("X-Multi", "1"),
+            ("x-multi", "2"),
+            ("User-Agent", "demo/1"),
+            ("Cookie", "a=1; b=2"),
+        ],
         b'{"role": "user"}',
     )
     assert event["version"] == "2.0"
@@ -302,8 +313,13 @@ def test_http_event_has_the_payload_2_0_shape():
     assert ctx["apiId"] == "local"
     assert ctx["stage"] == "$default"
     assert ctx["routeKey"] == event["routeKey"]
-    assert ctx["http"] == {"method": "POST", "path": "/rooms/discord%3A1/messages", "protocol": "HTTP/1.1",
-                           "sourceIp": "127.0.0.1", "userAgent": "demo/1"}
+    assert ctx["http"] == {
+        "method": "POST",
+        "path": "/rooms/discord%3A1/messages",
+        "protocol": "HTTP/1.1",
+        "sourceIp": "127.0.0.1",
+        "userAgent": "demo/1",
+    }
     assert re.fullmatch(r"\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000", ctx["time"])
     assert abs(ctx["timeEpoch"] - time.time() * 1000) < 60_000
     parsed = APIGatewayProxyEventV2(event)

@@ -1,4 +1,5 @@
-"""docs/openapi.yaml describes exactly the routes of template.yaml, with the bodies, statuses and schemas of CONTRACT.md."""
+"""docs/openapi.yaml describes exactly the routes of template.yaml, with the bodies, statuses and schemas
+of CONTRACT.md."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import ROUTES
 
 from room_history import rules
 from room_history.errors import InvalidInput
+from support import ROUTES
 
 SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml").read_text())
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -29,11 +30,19 @@ MESSAGES, MESSAGE = "/rooms/{room_id}/messages", "/rooms/{room_id}/messages/{mes
 ROOM = "/rooms/{room_id}"
 # (method, path): (documented statuses, request body fields, required body fields or None for an optional body)
 CONTRACT = {
-    ("POST", MESSAGES): ({201, 200, 400, 412, 413, 500, 503}, {"role", "content", "message_id", "context"}, {"role", "content"}),
+    ("POST", MESSAGES): (
+        {201, 200, 400, 412, 413, 500, 503},
+        {"role", "content", "message_id", "context"},
+        {"role", "content"},
+    ),
     ("GET", MESSAGES): ({200, 400, 500, 503}, None, None),
     ("PATCH", MESSAGE): ({200, 400, 404, 409, 412, 413, 500, 503}, {"content", "context"}, {"content"}),
     ("DELETE", MESSAGE): ({200, 400, 404, 409, 412, 413, 500, 503}, {"deleted_at", "context"}, None),
-    ("PUT", MESSAGE + "/reactions"): ({200, 400, 404, 409, 412, 413, 500, 503}, {"reactions", "context"}, {"reactions"}),
+    ("PUT", MESSAGE + "/reactions"): (
+        {200, 400, 404, 409, 412, 413, 500, 503},
+        {"reactions", "context"},
+        {"reactions"},
+    ),
     ("GET", ROOM): ({200, 400, 503}, None, None),
     ("PUT", ROOM + "/limit"): ({200, 400, 412, 503}, {"limit"}, {"limit"}),
     ("DELETE", ROOM + "/rebackfill"): ({204, 400, 412, 503}, None, None),
@@ -62,7 +71,9 @@ def deref(node: dict) -> dict:
 
 
 def validator(name: str) -> jsonschema_rs.Draft202012Validator:
-    return jsonschema_rs.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": SPEC["components"]})
+    return jsonschema_rs.Draft202012Validator(
+        {"$ref": f"#/components/schemas/{name}", "components": SPEC["components"]}
+    )
 
 
 def parameters(path: str, method: str) -> list[dict]:
@@ -151,7 +162,16 @@ VALID = [
     ("MessageList", MESSAGE_LIST),
     ("MessageList", {"room_id": "discord:1", "version": 0, "messages": []}),
     ("RoomState", ROOM_STATE),
-    ("RoomState", {**ROOM_STATE, "version": 3, "message_count": 2, "last_role": "user", "last_activity": "2026-11-25T12:00:00.000Z"}),
+    (
+        "RoomState",
+        {
+            **ROOM_STATE,
+            "version": 3,
+            "message_count": 2,
+            "last_role": "user",
+            "last_activity": "2026-11-25T12:00:00.000Z",
+        },
+    ),
     ("LimitResult", {"room_id": "discord:1", "limit": 1000, "rebackfill_requested": True}),
     ("InvalidRequestError", {"error": "invalid_request", "message": "role: must be 'user' or 'assistant'"}),
     ("VersionMismatchError", {"error": "version_mismatch", "message": "If-Match names version 0 …", "version": 1}),

@@ -160,7 +160,11 @@ class TestTags:
 
     def test_with_message_text_touches_only_the_first_text_part(self):
         content = [IMAGE, {"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
-        assert rules.with_message_text(content, "z") == [IMAGE, {"type": "text", "text": "z"}, {"type": "text", "text": "b"}]
+        assert rules.with_message_text(content, "z") == [
+            IMAGE,
+            {"type": "text", "text": "z"},
+            {"type": "text", "text": "b"},
+        ]
         assert content[1]["text"] == "a"  # the input is not mutated
 
     @pytest.mark.parametrize("value", ["yesterday", "", 5, "2026-13-01T00:00:00Z", "2026-01-01T00:00:00Z]"])
@@ -200,7 +204,10 @@ class TestRows:
 
 class TestContext:
     def test_identifier_keys_pass(self):
-        assert rules.validate_context({"room_name": "general", "n": {"a": [1]}}) == {"room_name": "general", "n": {"a": [1]}}
+        assert rules.validate_context({"room_name": "general", "n": {"a": [1]}}) == {
+            "room_name": "general",
+            "n": {"a": [1]},
+        }
 
     @pytest.mark.parametrize("key", ["__class__", "_private", "a-b", "", "1x"])
     def test_other_keys_are_refused(self, key):

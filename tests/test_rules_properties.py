@@ -150,7 +150,7 @@ def test_any_sequence_of_changes_matches_the_model(data, message_id, steps):
 def test_trim_keeps_the_newest_turns_in_order(turns, limit):
     kept = rules.trim(turns, limit)
     assert kept == model.window(turns, limit)
-    assert len(kept) == min(limit, len(turns)) and kept == turns[len(turns) - len(kept):]
+    assert len(kept) == min(limit, len(turns)) and kept == turns[len(turns) - len(kept) :]
 
 
 # The core looks for markers and tags anywhere in the text; the contract puts them at the turn's own marker.

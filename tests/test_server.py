@@ -25,7 +25,9 @@ def base_url(redis_server, redis_client, monkeypatch):
 
 def send(url: str, method: str = "GET", body=None, headers=None):
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.headers, response.read()
@@ -34,7 +36,9 @@ def send(url: str, method: str = "GET", body=None, headers=None):
 
 
 def test_routes_over_http(base_url):
-    status, headers, body = send(f"{base_url}/rooms/discord%3A77/messages", "POST", {"role": "user", "content": "[Message ID: 1] hi"})
+    status, headers, body = send(
+        f"{base_url}/rooms/discord%3A77/messages", "POST", {"role": "user", "content": "[Message ID: 1] hi"}
+    )
     assert status == 201 and headers["Content-Type"] == "application/json" and headers["ETag"] == '"1"'
     assert json.loads(body)["messages"][-1] == {"role": "user", "content": "[Message ID: 1] hi"}
     status, _, body = send(f"{base_url}/rooms/discord:77/messages/1/reactions", "PUT", {"reactions": "👍 x1"})
@@ -51,7 +55,13 @@ def test_concurrent_requests_are_served(base_url):
     results = []
 
     def append(number: int):
-        results.append(send(f"{base_url}/rooms/discord:88/messages", "POST", {"role": "user", "content": f"[Message ID: {number}] n"})[0])
+        results.append(
+            send(
+                f"{base_url}/rooms/discord:88/messages",
+                "POST",
+                {"role": "user", "content": f"[Message ID: {number}] n"},
+            )[0]
+        )
 
     threads = [threading.Thread(target=append, args=(number,)) for number in range(20)]
     for thread in threads:

@@ -18,7 +18,11 @@ ROOM = "discord:1234"
 def test_keys_use_the_classic_layout_in_one_slot(history, redis_client):
     history.append(ROOM, "user", "[Message ID: 1] hi")
     history.set_limit(ROOM, 60)
-    room_keys = {"sg:conversation:{discord:1234}", "sg:conversation:{discord:1234}:ver", "sg:conversation:{discord:1234}:meta"}
+    room_keys = {
+        "sg:conversation:{discord:1234}",
+        "sg:conversation:{discord:1234}:ver",
+        "sg:conversation:{discord:1234}:meta",
+    }
     assert set(redis_client.keys("*")) == room_keys | {"sg:conversation:activity"}
     assert len({key_slot(key.encode()) for key in room_keys}) == 1
     assert redis_client.get("sg:conversation:{discord:1234}:ver") == "2"
@@ -36,7 +40,12 @@ def test_key_prefix_is_configurable(settings, redis_client):
 
     history = RoomHistory.open(replace(settings, key_prefix="bot7:history"))
     history.append(ROOM, "user", "hi")
-    assert sorted(redis_client.keys("*")) == ["bot7:history:activity", "bot7:history:{discord:1234}", "bot7:history:{discord:1234}:meta", "bot7:history:{discord:1234}:ver"]
+    assert sorted(redis_client.keys("*")) == [
+        "bot7:history:activity",
+        "bot7:history:{discord:1234}",
+        "bot7:history:{discord:1234}:meta",
+        "bot7:history:{discord:1234}:ver",
+    ]
 
 
 def test_round_trips_per_operation(history):
@@ -92,7 +101,9 @@ def test_replace_refuses_a_changed_version(history):
     history.append(ROOM, "user", "[Message ID: 1] hi")
     snapshot = history.store.read(ROOM)
     history.append(ROOM, "user", "[Message ID: 2] moved on")
-    won, version = history.store.replace_turn(ROOM, snapshot.version, -1, snapshot.rows[0], '{"role":"user","content":"x"}', 1)
+    won, version = history.store.replace_turn(
+        ROOM, snapshot.version, -1, snapshot.rows[0], '{"role":"user","content":"x"}', 1
+    )
     assert (won, version) == (False, 2)
 
 
@@ -102,7 +113,9 @@ def test_replace_refuses_a_changed_row_at_the_same_version(history, redis_client
     snapshot = history.store.read(ROOM)
     redis_client.delete(*RoomKeys.of("sg:conversation", ROOM))
     history.append(ROOM, "user", "[Message ID: 9] another life")
-    won, _ = history.store.replace_turn(ROOM, snapshot.version, -1, snapshot.rows[0], '{"role":"user","content":"x"}', 1)
+    won, _ = history.store.replace_turn(
+        ROOM, snapshot.version, -1, snapshot.rows[0], '{"role":"user","content":"x"}', 1
+    )
     assert not won
     assert history.window(ROOM).turns == [{"role": "user", "content": "[Message ID: 9] another life"}]
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from room_model import CHANGE_FIELD, changed, turn_id
+
 from support import Api, room_path
 
 ROOM = "discord:stress"
@@ -20,7 +21,12 @@ IMAGE = {"type": "image_url", "image_url": {"url": "https://cdn.example/cat.png"
 REACTIONS = ["👍 x1", "❤️ x2, 🎉 x1", "", "[team] x3", "🫠 [[nested]] x1"]
 # Third-party imports a writer would otherwise repeat 16 times; the handler itself is still loaded per process.
 PRELOAD = [
-    "aws_lambda_powertools.utilities.parameters", "aws_lambda_powertools.event_handler", "redis", "jinja2", "yaml", "pytest"
+    "aws_lambda_powertools.utilities.parameters",
+    "aws_lambda_powertools.event_handler",
+    "redis",
+    "jinja2",
+    "yaml",
+    "pytest",
 ]
 
 
@@ -165,7 +171,7 @@ def test_concurrent_writers_lose_duplicate_and_resurrect_nothing(backend, capsys
     assert stored_ids == sorted(first, key=lambda message_id: first[message_id].version)
 
     changes = [call for call in calls if call.op != "append" and call.status == 200]
-    for turn, message_id in zip(turns, stored_ids):
+    for turn, message_id in zip(turns, stored_ids, strict=True):
         mine = [change for change in changes if change.message_id == message_id]
         assert turn["content"] == expected_content(first[message_id], mine), message_id
 

@@ -139,31 +139,28 @@ def list_messages(room_id: str) -> Response:
     return messages_response(room_id, room_history().window(room_id), prompt)
 
 
-@app.patch("/rooms/<room_id>/messages/<message_id>")
-def edit_message(room_id: str, message_id: str) -> Response:
+def change_message(room_id: str, message_id: str, operation: str, field: str, done: str) -> Response:
+    """Edit, delete and reactions: the same request shape, one RoomHistory operation each."""
     room_id, message_id, body = path_id("room_id", room_id), path_id("message_id", message_id), request_body()
     prompt = rendered(room_id, body.get("context"))
-    window = room_history().edit(room_id, message_id, body.get("content"), if_match())
-    logger.info("turn edited", room_id=room_id, message_id=message_id, version=window.version)
+    window = getattr(room_history(), operation)(room_id, message_id, body.get(field), if_match())
+    logger.info(done, room_id=room_id, message_id=message_id, version=window.version)
     return messages_response(room_id, window, prompt)
+
+
+@app.patch("/rooms/<room_id>/messages/<message_id>")
+def edit_message(room_id: str, message_id: str) -> Response:
+    return change_message(room_id, message_id, "edit", "content", "turn edited")
 
 
 @app.delete("/rooms/<room_id>/messages/<message_id>")
 def delete_message(room_id: str, message_id: str) -> Response:
-    room_id, message_id, body = path_id("room_id", room_id), path_id("message_id", message_id), request_body()
-    prompt = rendered(room_id, body.get("context"))
-    window = room_history().delete(room_id, message_id, body.get("deleted_at"), if_match())
-    logger.info("turn marked deleted", room_id=room_id, message_id=message_id, version=window.version)
-    return messages_response(room_id, window, prompt)
+    return change_message(room_id, message_id, "delete", "deleted_at", "turn marked deleted")
 
 
 @app.put("/rooms/<room_id>/messages/<message_id>/reactions")
 def set_reactions(room_id: str, message_id: str) -> Response:
-    room_id, message_id, body = path_id("room_id", room_id), path_id("message_id", message_id), request_body()
-    prompt = rendered(room_id, body.get("context"))
-    window = room_history().react(room_id, message_id, body.get("reactions"), if_match())
-    logger.info("reactions set", room_id=room_id, message_id=message_id, version=window.version)
-    return messages_response(room_id, window, prompt)
+    return change_message(room_id, message_id, "react", "reactions", "reactions set")
 
 
 @app.get("/rooms/<room_id>")

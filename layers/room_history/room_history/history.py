@@ -7,11 +7,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from . import rules
-from .errors import VersionMismatch, WriteConflict
+from .errors import InvalidInput, VersionMismatch, WriteConflict
 from .settings import Settings
 from .store import RoomStore, connect
 
@@ -47,7 +47,9 @@ def decode_rows(rows: list[str]) -> list[rules.Turn | None]:
             turn = json.loads(row)
         except ValueError:
             turn = None
-        valid = isinstance(turn, dict) and turn.get("role") in rules.ROLES and isinstance(turn.get("content"), (str, list))
+        valid = (
+            isinstance(turn, dict) and turn.get("role") in rules.ROLES and isinstance(turn.get("content"), (str, list))
+        )
         turns.append({"role": turn["role"], "content": turn["content"]} if valid else None)
     return turns
 
@@ -55,7 +57,7 @@ def decode_rows(rows: list[str]) -> list[rules.Turn | None]:
 def iso_from_ms(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class RoomHistory:
@@ -113,28 +115,22 @@ class RoomHistory:
         new = rules.validate_content(content)
         found = rules.message_id_in(new)
         if found is not None and found != message_id:
-            raise rules.InvalidInput("content", f"holds the marker of message {found!r}, not {message_id!r}")
+            raise InvalidInput("content", f"holds the marker of message {found!r}, not {message_id!r}")
         return self._change_turn(room_id, message_id, lambda old: rules.edit_content(old, new), expected_version)
 
-    def delete(self, room_id: str, message_id: Any, deleted_at: Any = None, expected_version: int | None = None) -> Window:
+    def delete(
+        self, room_id: str, message_id: Any, deleted_at: Any = None, expected_version: int | None = None
+    ) -> Window:
         if deleted_at is None:
-            deleted_at = datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            deleted_at = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         stamp = rules.validate_deleted_at(deleted_at)
-        return self._change_turn(
-            room_id,
-            message_id,
-            lambda old: rules.with_message_text(old, rules.mark_deleted(rules.message_text(old), message_id, stamp)),
-            expected_version,
-        )
+        mark = lambda text: rules.mark_deleted(text, message_id, stamp)  # noqa: E731
+        return self._change_text(room_id, message_id, mark, expected_version)
 
     def react(self, room_id: str, message_id: Any, reactions: Any, expected_version: int | None = None) -> Window:
         value = rules.validate_reactions(reactions)
-        return self._change_turn(
-            room_id,
-            message_id,
-            lambda old: rules.with_message_text(old, rules.set_reactions(rules.message_text(old), message_id, value)),
-            expected_version,
-        )
+        tag = lambda text: rules.set_reactions(text, message_id, value)  # noqa: E731
+        return self._change_text(room_id, message_id, tag, expected_version)
 
     def set_limit(self, room_id: str, limit: Any, expected_version: int | None = None) -> tuple[int, int, bool]:
         """Returns (version, clamped limit, rebackfill requested)."""
@@ -161,6 +157,17 @@ class RoomHistory:
                 break
             reaped += self.store.reap(candidates, cutoff)
         return reaped
+
+    def _change_text(
+        self, room_id: str, message_id: Any, change: Callable[[str], str], expected_version: int | None
+    ) -> Window:
+        """Change the text that carries the marker (the tags live there); other parts stay as they are."""
+        return self._change_turn(
+            room_id,
+            message_id,
+            lambda old: rules.with_message_text(old, change(rules.message_text(old))),
+            expected_version,
+        )
 
     def _change_turn(
         self,

@@ -35,7 +35,9 @@ return {
 }
 """
 
-APPEND_TURN = _EXPECTED_VERSION + """
+APPEND_TURN = (
+    _EXPECTED_VERSION
+    + """
 -- Append one turn unless a turn with its message id is already in the window.
 -- KEYS[1] turns list, KEYS[2] version counter, KEYS[3] room meta hash
 -- ARGV[1] encoded row, ARGV[2] the marker as it appears inside an encoded row ('' = no id),
@@ -75,8 +77,11 @@ redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], -limit, -1)
 return {1, bump(ARGV[5]), redis.call('LRANGE', KEYS[1], 0, -1)}
 """
+)
 
-REPLACE_TURN = _EXPECTED_VERSION + """
+REPLACE_TURN = (
+    _EXPECTED_VERSION
+    + """
 -- Compare-and-set one turn: only if the room is still at the version the caller read
 -- and the row is still the one it read (guards against a reaped and refilled room).
 -- KEYS[1] turns list, KEYS[2] version counter, KEYS[3] room meta hash
@@ -89,8 +94,11 @@ end
 redis.call('LSET', KEYS[1], ARGV[2], ARGV[4])
 return {1, bump(ARGV[5])}
 """
+)
 
-SET_LIMIT = _EXPECTED_VERSION + """
+SET_LIMIT = (
+    _EXPECTED_VERSION
+    + """
 -- Set the room's window size; raising it above the effective size asks for a re-backfill.
 -- KEYS[1] turns list, KEYS[2] version counter, KEYS[3] room meta hash
 -- ARGV[1] new window size, ARGV[2] default window size, ARGV[3] now (ms), ARGV[4] expected version ('' = any)
@@ -104,8 +112,11 @@ redis.call('HSET', KEYS[3], 'limit', limit)
 redis.call('LTRIM', KEYS[1], -limit, -1)
 return {1, bump(ARGV[3]), redis.call('HEXISTS', KEYS[3], 'rebackfill')}
 """
+)
 
-CLEAR_TURNS = _EXPECTED_VERSION + """
+CLEAR_TURNS = (
+    _EXPECTED_VERSION
+    + """
 -- Wipe the turns; the limit and the version stay (the version still grows).
 -- KEYS[1] turns list, KEYS[2] version counter, KEYS[3] room meta hash
 -- ARGV[1] now (ms), ARGV[2] expected version ('' = any)
@@ -114,8 +125,11 @@ if expected_version_differs(ARGV[2]) then return {-1, version} end
 redis.call('DEL', KEYS[1])
 return {1, bump(ARGV[1])}
 """
+)
 
-DISCARD_REBACKFILL = _EXPECTED_VERSION + """
+DISCARD_REBACKFILL = (
+    _EXPECTED_VERSION
+    + """
 -- Drop the room's re-backfill request.
 -- KEYS[1] turns list, KEYS[2] version counter, KEYS[3] room meta hash
 -- ARGV[1] now (ms), ARGV[2] expected version ('' = any)
@@ -124,6 +138,7 @@ if expected_version_differs(ARGV[2]) then return {-1, version} end
 redis.call('HDEL', KEYS[3], 'rebackfill')
 return {1, bump(ARGV[1])}
 """
+)
 
 REAP_ROOM = """
 -- Remove a room idle since the cutoff; a room written after the reaper picked it survives.

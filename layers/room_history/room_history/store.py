@@ -183,7 +183,7 @@ class RoomStore:
         """Remove the rooms still idle at the cutoff; returns how many were removed."""
         replies = self._pipelined([(self.reap_room, list(self.keys(room)), [cutoff_ms]) for room in room_ids])
         index_updates = []
-        for room, (removed, detail) in zip(room_ids, replies):
+        for room, (removed, detail) in zip(room_ids, replies, strict=True):
             if removed:
                 index_updates.append((self.unindex_idle_room, [self.activity_index], [room, cutoff_ms]))
             else:  # written since it was indexed: the room's own clock is the truth
@@ -213,7 +213,9 @@ class RoomStore:
                     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             replies = pipe.execute(raise_on_error=False)
             missing = {
-                script for (script, _, _), reply in zip(calls, replies) if isinstance(reply, redis.exceptions.NoScriptError)
+                script
+                for (script, _, _), reply in zip(calls, replies, strict=True)
+                if isinstance(reply, redis.exceptions.NoScriptError)
             }
             if not missing or attempt == 2:
                 break
