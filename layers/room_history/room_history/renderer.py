@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -14,6 +14,7 @@ from .errors import TemplateFailure
 _environment = SandboxedEnvironment(autoescape=False, keep_trailing_newline=False)
 
 
+@cache
 def default_template() -> str:
     """The template shipped in the layer, used when no other is configured."""
     return resources.files(__package__).joinpath("templates/system_prompt.j2").read_text(encoding="utf-8")
