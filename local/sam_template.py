@@ -97,6 +97,19 @@ def environment_names(template: dict) -> list[str]:
     return sorted(names)
 
 
+def environment_defaults(template: dict) -> dict[str, str]:
+    """Globals' environment as a deployment with default parameters would set it (unset when empty)."""
+    parameters = template.get("Parameters") or {}
+    variables = (((template.get("Globals") or {}).get("Function") or {}).get("Environment") or {}).get("Variables")
+    values = {}
+    for name, value in (variables or {}).items():
+        if isinstance(value, dict) and set(value) == {"Ref"}:
+            value = (parameters.get(value["Ref"]) or {}).get("Default")
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value) != "":
+            values[name] = str(value)
+    return values
+
+
 def _number(value: Any, default: float) -> float:
     """A literal number from the template; default for a missing value or an intrinsic (!Ref ...)."""
     try:

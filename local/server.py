@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from local.events import LambdaContext, MethodNotAllowed, RouteNotFound, http_event, match_route
 from local.redis_server import RedisServer
-from local.sam_template import ROOT, Route, http_routes, load_handler, load_template
+from local.sam_template import ROOT, Route, environment_defaults, http_routes, load_handler, load_template
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway HTTP API's payload limit
 NO_BODY_STATUSES = {204, 304}
@@ -224,9 +224,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             redis = RedisServer().start()
             os.environ["REDIS_URL"] = redis.url
         template_path = Path(args.template).resolve() if args.template else ROOT / "template.yaml"
-        server = make_server(
-            args.host, args.port, template=load_template(template_path), log_requests=True, root=template_path.parent
-        )
+        template = load_template(template_path)
+        for name, value in environment_defaults(template).items():  # what a default deployment sets
+            os.environ.setdefault(name, value)
+        server = make_server(args.host, args.port, template=template, log_requests=True, root=template_path.parent)
         server.preload()
         print(f"Serving {server.url} (REDIS_URL {_redacted(os.environ['REDIS_URL'])})", flush=True)
         server.serve_forever()

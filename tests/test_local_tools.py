@@ -22,6 +22,7 @@ from local.events import LambdaContext, MethodNotAllowed, RouteNotFound, http_ev
 from local.redis_server import RedisServer
 from local.sam_template import (
     Route,
+    environment_defaults,
     environment_names,
     function_names,
     http_routes,
@@ -225,6 +226,17 @@ def test_the_real_template_serves_every_contract_route():
     assert {"ApiFunction", "ReaperFunction"} <= set(function_names(template))
     assert CONTRACT_ENV <= set(environment_names(template))
     assert any((d / "room_history" / "__init__.py").is_file() for d in layer_dirs(template))
+
+
+def test_environment_defaults_are_what_a_default_deployment_sets():
+    defaults = environment_defaults(load_template())
+    assert defaults["POWERTOOLS_SERVICE_NAME"] == "room-history"
+    assert (defaults["MAX_HISTORY"], defaults["KEY_PREFIX"], defaults["REDIS_CLUSTER"]) == (
+        "100",
+        "sg:conversation",
+        "false",
+    )
+    assert "REDIS_URL" not in defaults and "SYSTEM_PROMPT_TEMPLATE" not in defaults  # no default / empty
 
 
 def test_load_handler_imports_by_path_with_the_layer_on_sys_path(small_project):
