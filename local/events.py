@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,6 +17,9 @@ REGION = "us-east-1"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+# Powertools keeps the current event on its router class, shared by every copy of a handler in a process.
+ONE_INVOCATION_AT_A_TIME = threading.Lock()
 
 
 class RouteNotFound(LookupError):

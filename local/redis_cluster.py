@@ -9,7 +9,7 @@ import time
 
 import redis
 
-from local.redis_server import RedisServer, RedisServerError, _free_port
+from local.redis_server import RedisServer, RedisServerError, free_port
 
 MASTERS = 3
 BUS_PORT_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
@@ -28,7 +28,7 @@ def _bindable(port: int) -> bool:
 def _free_node_port() -> int:
     """A free loopback port whose cluster bus port (+10000) is free and valid too."""
     while True:
-        port = _free_port()
+        port = free_port()
         if port + BUS_PORT_OFFSET < 65536 and _bindable(port + BUS_PORT_OFFSET):
             return port
 

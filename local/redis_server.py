@@ -19,7 +19,7 @@ class RedisServerError(RuntimeError):
     """redis-server is missing or did not come up."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """Return a loopback port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -87,7 +87,7 @@ class RedisServer:
             self._dir = tempfile.mkdtemp(prefix="redis-local-")
         for attempt in range(START_ATTEMPTS):
             if not self._fixed_port:
-                self.port = _free_port()
+                self.port = free_port()
             log = self._spawn()
             if self._wait_ready():
                 return self

@@ -10,13 +10,21 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from local.events import LambdaContext, MethodNotAllowed, RouteNotFound, http_event, match_route
+from local.events import (
+    ONE_INVOCATION_AT_A_TIME,
+    LambdaContext,
+    MethodNotAllowed,
+    RouteNotFound,
+    http_event,
+    match_route,
+)
 from local.redis_server import RedisServer
 from local.sam_template import ROOT, Route, environment_defaults, http_routes, load_handler, load_template
 
@@ -25,10 +33,8 @@ NO_BODY_STATUSES = {204, 304}
 
 
 class FunctionPool:
-    """One warm copy of a function's handler, serving one request at a time as a Lambda instance does.
-
-    Copies in one process could not run in parallel anyway: Powertools keeps the current event on
-    a class attribute of its router, shared by every copy.
+    """One warm copy of a function's handler. The process serves one invocation at a time, of any function
+    (ONE_INVOCATION_AT_A_TIME): Powertools keeps the current event on its router class.
     """
 
     def __init__(self, route: Route, template: dict, root: Path) -> None:
@@ -36,16 +42,15 @@ class FunctionPool:
         self._template = template
         self._root = root
         self._handler: Callable | None = None
-        self._lock = threading.Lock()
 
     def invoke(self, event: dict) -> Any:
         """Call the handler with a fresh LambdaContext."""
-        with self._lock:
+        with ONE_INVOCATION_AT_A_TIME:
             return self._load()(event, LambdaContext.for_route(self._route))
 
     def preload(self) -> None:
         """Import the handler now, so import errors show at startup."""
-        with self._lock:
+        with ONE_INVOCATION_AT_A_TIME:
             self._load()
 
     def _load(self) -> Callable:
@@ -187,13 +192,26 @@ def make_server(
     log_requests: bool = False,
     root: Path = ROOT,
 ) -> LocalApiServer:
-    """Build (not start) the local API server; port 0 picks a free port. Run serve_forever() in a thread.
+    """Build (not start) the local API server; port 0 picks a free port. Start it with serving(server).
 
     root is the directory of the template, against which CodeUri and ContentUri are resolved.
     """
     template = load_template(root / "template.yaml") if template is None else template
     routes = http_routes(template) if routes is None else routes
     return LocalApiServer((host, port), routes, template, Path(root), log_requests)
+
+
+@contextmanager
+def serving(server: LocalApiServer) -> Iterator[str]:
+    """Serve in a background thread; yields the server's URL, then shuts it down and closes its socket."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def _redacted(url: str) -> str:

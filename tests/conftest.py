@@ -87,12 +87,17 @@ class Backend:
         return {key: self.client.dump(key) for key in self.keys(pattern)}
 
 
+@pytest.fixture
+def single_backend(redis_server, redis_client) -> Backend:
+    """The session's redis-server, for tests that need not run on the cluster too."""
+    return Backend(redis_server.url, False, redis_client)
+
+
 @pytest.fixture(params=["single", "cluster"])
 def backend(request):
     """Each test twice: on the session's redis-server and on the session's three-master cluster."""
     if request.param == "single":
-        server = request.getfixturevalue("redis_server")
-        yield Backend(server.url, False, request.getfixturevalue("redis_client"))
+        yield request.getfixturevalue("single_backend")
         return
     cluster = request.getfixturevalue("redis_cluster")
     client = redis.RedisCluster.from_url(cluster.url, decode_responses=True)

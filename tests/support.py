@@ -5,16 +5,18 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from local.events import LambdaContext, http_event, match_route
-from local.sam_template import http_routes, load_handler, load_template
+from local.events import ONE_INVOCATION_AT_A_TIME, LambdaContext, http_event, match_route
+from local.sam_template import ROOT, http_routes, load_handler, load_template
+from room_history.store import RoomStore
 
 TEMPLATE = load_template()
 ROUTES = http_routes(TEMPLATE)
+EVENTS = ROOT / "events"
+IMAGE = {"type": "image_url", "image_url": {"url": "https://cdn.example/cat.png"}}
 _fresh = itertools.count()
 
 
@@ -48,12 +50,8 @@ class Api:
         self.handler = load_function("ApiFunction", env)
         self.module = __import__("sys").modules[self.handler.__module__]
 
-    # Powertools keeps the current event on its router class, shared by every copy of the handler in a
-    # process: like a Lambda instance, a process serves one invocation at a time (processes run in parallel).
-    _one_at_a_time = threading.Lock()
-
     def invoke(self, event: dict) -> Reply:
-        with self._one_at_a_time:
+        with ONE_INVOCATION_AT_A_TIME:  # like a Lambda instance; processes run in parallel
             response = self.handler(event, context_for("ApiFunction"))
         body = json.loads(response["body"]) if response.get("body") else None
         return Reply(response["statusCode"], body, response.get("headers") or {})
@@ -75,3 +73,28 @@ class Api:
 
 def room_path(room_id: str, *rest: str) -> str:
     return "/".join([f"/rooms/{quote(room_id, safe=':')}", *[quote(part, safe="") for part in rest]])
+
+
+def turns(reply: Reply) -> list:
+    """The stored turns of a message list, without the system prompt."""
+    return [message for message in reply.body["messages"] if message["role"] != "system"]
+
+
+def load_event(name: str) -> dict:
+    """An event file of events/, as `sam local invoke -e events/<name>` reads it."""
+    return json.loads((EVENTS / name).read_text())
+
+
+class InterleavingStore(RoomStore):
+    """A real store that lets another writer in right after each read, to lose the race for real."""
+
+    def __init__(self, inner: RoomStore, interloper, times: int):
+        super().__init__(inner.client, inner.key_prefix, inner.default_limit)
+        self.interloper, self.times = interloper, times
+
+    def read(self, room_id, newest_only=False):
+        snapshot = super().read(room_id, newest_only)
+        if self.times > 0:
+            self.times -= 1
+            self.interloper()
+        return snapshot

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import boto3
@@ -11,10 +10,14 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
-from support import Api, room_path
+from local.redis_server import free_port
+from room_history.history import RoomHistory
+from support import IMAGE, Api, InterleavingStore, load_event, room_path, turns
 
 ROOM = "discord:1234"
-IMAGE = {"type": "image_url", "image_url": {"url": "https://cdn.example/cat.png"}}
+# Every key of the room. A write refused inside Redis (412) may still refresh the room's entry in the reaper's
+# activity index, which lives in another slot and is only a hint.
+ROOM_KEYS = f"*{{{ROOM}}}*"
 PLAIN_TEMPLATE = "Room {{ room_id }}{% if room_name %} ({{ room_name }}){% endif %}"
 
 
@@ -27,18 +30,8 @@ def make_api(backend, **env) -> Api:
     return Api({**backend.env, **env})
 
 
-def room_dump(backend, room: str = ROOM) -> dict:
-    """Every key of the room. A write refused inside Redis (412) may still refresh the room's entry
-    in the reaper's activity index, which lives in another slot and is only a hint."""
-    return backend.dump(f"*{{{room}}}*")
-
-
 def post(api, text, room=ROOM, **extra):
     return api.call("POST", room_path(room, "messages"), {"role": "user", "content": text, **extra})
-
-
-def turns(reply) -> list:
-    return [message for message in reply.body["messages"] if message["role"] != "system"]
 
 
 class TestAppend:
@@ -112,12 +105,12 @@ class TestAppend:
 
     def test_if_match(self, api, backend):
         post(api, "[Message ID: 1] a")
-        before = room_dump(backend)
+        before = backend.dump(ROOM_KEYS)
         stale = api.call(
             "POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": "0"}
         )
         assert stale.status == 412 and stale.body["error"] == "version_mismatch" and stale.body["version"] == 1
-        assert room_dump(backend) == before
+        assert backend.dump(ROOM_KEYS) == before
         fresh = api.call(
             "POST", room_path(ROOM, "messages"), {"role": "user", "content": "[Message ID: 2] b"}, {"if-match": '"1"'}
         )
@@ -282,10 +275,6 @@ class TestChangeTurn:
         assert api.call("PATCH", room_path(ROOM, "messages", "1"), {"content": "b"}, {"if-match": "1"}).status == 200
 
     def test_conflicts_exhausted_are_409(self, api, backend):
-        from test_history import InterleavingStore
-
-        from room_history.history import RoomHistory
-
         post(api, "[Message ID: 1] a")
         real = api.module.room_history()
         busy = InterleavingStore(real.store, lambda: real.append(ROOM, "user", "noise"), times=1000)
@@ -346,7 +335,7 @@ class TestRoom:
 
     def test_if_match_on_room_routes(self, api, backend):
         post(api, "a")
-        before = room_dump(backend)
+        before = backend.dump(ROOM_KEYS)
         for method, path, body in [
             ("PUT", room_path(ROOM, "limit"), {"limit": 60}),
             ("DELETE", room_path(ROOM, "rebackfill"), None),
@@ -358,25 +347,15 @@ class TestRoom:
                 "message": reply.body["message"],
                 "version": 1,
             }
-        assert room_dump(backend) == before
+        assert backend.dump(ROOM_KEYS) == before
         assert api.call("DELETE", room_path(ROOM), None, {"if-match": "1"}).status == 204
 
 
 def test_unknown_route_is_a_json_404(api):
-    event = {
-        **json.loads(open("events/get_room.json").read()),
-        "rawPath": "/nowhere",
-        "routeKey": "$default",
-    }
+    event = {**load_event("get_room.json"), "rawPath": "/nowhere", "routeKey": "$default"}
     event["requestContext"]["http"]["path"] = "/nowhere"
     reply = api.invoke(event)
     assert reply.status == 404 and reply.body["error"] == "route_not_found"
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 CALLS = [
@@ -395,7 +374,7 @@ CALLS = [
 @pytest.mark.parametrize("cluster", ["false", "true"], ids=["single", "cluster"])
 @pytest.mark.parametrize("method, path, body", CALLS)
 def test_redis_unreachable_is_503_on_every_route(method, path, body, cluster):
-    api = Api({"REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0", "REDIS_CLUSTER": cluster})
+    api = Api({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "REDIS_CLUSTER": cluster})
     started = time.monotonic()
     reply = api.call(method, path, body)
     assert reply.status == 503 and reply.body["error"] == "redis_unavailable"

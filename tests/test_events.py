@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 
-from support import Api, context_for, load_function
-
-EVENTS = Path(__file__).resolve().parent.parent / "events"
+from support import EVENTS, Api, context_for, load_event, load_function
 
 # In the order a bot would send them on an empty room, with the status each must get.
 SCRIPT = [
@@ -26,10 +22,6 @@ SCRIPT = [
     ("clear_room.json", 204),
     ("get_room.json", 200),
 ]
-
-
-def load_event(name: str) -> dict:
-    return json.loads((EVENTS / name).read_text())
 
 
 def test_every_event_file_is_played():
@@ -67,16 +59,19 @@ def test_api_events_in_order(backend):
 
 def test_scheduled_reap_event(backend):
     api = Api(backend.env)
-    api.invoke(load_event("append_message.json"))
-    reaper = load_function("ReaperFunction", {**backend.env, "MAX_IDLE_SECONDS": "1"})
-    assert reaper(load_event("scheduled_reap.json"), context_for("ReaperFunction")) == {"reaped": 0}
-    time.sleep(1.1)
+    assert api.invoke(load_event("append_message.json")).status == 201
     fresh = load_event("append_message.json")
     fresh.update(rawPath="/rooms/discord:5678/messages", body=json.dumps({"role": "user", "content": "hi"}))
     assert api.invoke(fresh).status == 201
+    reaper = load_function("ReaperFunction", backend.env)
+    assert reaper(load_event("scheduled_reap.json"), context_for("ReaperFunction")) == {"reaped": 0}
+    # discord:1234 was last active at the epoch, long past the default idle time
+    backend.client.hset("sg:conversation:{discord:1234}:meta", "active_at", 1)
+    backend.client.zadd("sg:conversation:activity", {"discord:1234": 1})
     assert reaper(load_event("scheduled_reap.json"), context_for("ReaperFunction")) == {"reaped": 1}
     assert backend.keys("*{discord:*") == [
         "sg:conversation:{discord:5678}",
         "sg:conversation:{discord:5678}:meta",
         "sg:conversation:{discord:5678}:ver",
     ]
+    assert backend.client.zrange("sg:conversation:activity", 0, -1) == ["discord:5678"]

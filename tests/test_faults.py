@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import re
 import shutil
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,8 +18,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from local.redis_server import RedisServer
-from support import Api, Reply, room_path
+from local.redis_server import RedisServer, free_port
+from support import Api, Reply, room_path, turns
 
 ROOM = "discord:1"
 PROMPT = {"role": "system", "content": f"Room {ROOM}"}
@@ -83,10 +82,6 @@ def _wait(condition, what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
-
-
-def turns(reply: Reply) -> list:
-    return [message for message in reply.body["messages"] if message["role"] != "system"]
 
 
 def every_route(room=ROOM) -> list[tuple]:
@@ -181,9 +176,7 @@ def keep_busy(server, milliseconds: int) -> redis.Connection:
 
 def test_slow_redis_times_out_into_503_rather_than_waiting(server, api):
     script = keep_busy(server, 2000)
-    started = time.monotonic()
-    assert_unavailable(api, "GET", room_path(ROOM, "messages"))
-    assert time.monotonic() - started < 1.5  # it gave up instead of waiting out the 2 s
+    assert_unavailable(api, "GET", room_path(ROOM, "messages"))  # a 200 would mean it waited the script out
     assert script.read_response() == 1
     script.disconnect()
     assert api.call("GET", room_path(ROOM, "messages")).status == 200
@@ -200,12 +193,6 @@ def test_busy_script_reply_is_503_on_every_route_then_served_again(server, api, 
     assert_every_route_works(api)
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _fail_snapshots(raw) -> None:
     raw.config_set("save", "3600 1")
     shutil.rmtree(raw.config_get("dir")["dir"])
@@ -214,7 +201,7 @@ def _fail_snapshots(raw) -> None:
 
 
 REFUSE_WRITES = {
-    "READONLY": lambda raw: raw.replicaof("127.0.0.1", _closed_port()),  # demoted in a failover
+    "READONLY": lambda raw: raw.replicaof("127.0.0.1", free_port()),  # demoted in a failover
     "NOREPLICAS": lambda raw: raw.config_set("min-replicas-to-write", 1),
     "MISCONF": _fail_snapshots,  # stop-writes-on-bgsave-error
 }
@@ -257,7 +244,9 @@ def test_redis_restarted_empty_serves_every_route_and_the_room_starts_over(serve
     assert (state["version"], state["limit"], state["message_count"]) == (8, 60, 0)
 
 
-# ---- Redis killed in the middle of a run of concurrent writers, then restarted empty ----
+# ---- Redis killed in the middle of a run of writers, then restarted empty ----
+# The writers are threads with a warm container each; their requests interleave (support.Api runs one
+# invocation at a time per process), so the kill lands between requests or in the middle of one.
 
 BEFORE_KILL, DOWN, RESTARTED = 0, 1, 2
 
@@ -284,7 +273,8 @@ def life(epoch: int) -> int:
 
 
 class Writer(threading.Thread):
-    """A client with its own warm container, appending new turns and changing its own on ROOM."""
+    """A client with its own warm container, appending new turns and changing its own on ROOM, its requests
+    interleaved with the other writers'."""
 
     def __init__(self, name: str, server: RedisServer, phase: Phase):
         super().__init__(name=name)

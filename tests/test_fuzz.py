@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from local.server import make_server
-from support import Api, room_path
+from local.server import make_server, serving
+from support import IMAGE, Api, room_path
 
 SPEC = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 ROOM = "fuzz:room"
-IMAGE = {"type": "image_url", "image_url": {"url": "https://cdn.example/a.png"}}
 SEEDED = {"1": "[Message ID: 1] hello", "2": [{"type": "text", "text": "[Message ID: 2] look"}, IMAGE]}
 
 # http.server answers TRACE and QUERY itself (501), before any route: those probes test the stand-in, not the API.
@@ -85,12 +83,8 @@ def tally(request):
 def base_url(redis_server):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("REDIS_URL", redis_server.url)
-        server = make_server("127.0.0.1", 0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        yield server.url
-        server.shutdown()
-        server.server_close()
+        with serving(make_server("127.0.0.1", 0)) as url:
+            yield url
 
 
 @pytest.fixture

@@ -8,18 +8,13 @@ import pytest
 
 from room_history.errors import InvalidInput, MessageNotFound, TurnTooLarge, VersionMismatch, WriteConflict
 from room_history.history import BACKOFF_CAP_SECONDS, WRITE_ATTEMPTS, RoomHistory
-from room_history.store import RoomStore
+from support import IMAGE, InterleavingStore
 
 ROOM = "matrix:!abc:example.org"
-IMAGE = {"type": "image_url", "image_url": {"url": "https://cdn.example/cat.png"}}
 
 
 def contents(history: RoomHistory) -> list:
     return [turn["content"] for turn in history.window(ROOM).turns]
-
-
-def dump(redis_client) -> dict:
-    return {key: redis_client.dump(key) for key in sorted(redis_client.keys("*"))}
 
 
 class TestAppend:
@@ -62,13 +57,13 @@ class TestAppend:
         # a turn that slid out of the window is no longer a duplicate
         assert small.append(ROOM, "user", "[Message ID: 0] n")[1] is True
 
-    def test_oversize_turn_changes_nothing(self, settings, redis_client):
+    def test_oversize_turn_changes_nothing(self, settings, single_backend):
         history = RoomHistory.open(replace(settings, max_turn_bytes=100))
         history.append(ROOM, "user", "short")
-        before = dump(redis_client)
+        before = single_backend.dump()
         with pytest.raises(TurnTooLarge):
             history.append(ROOM, "user", "x" * 200)
-        assert dump(redis_client) == before
+        assert single_backend.dump() == before
 
 
 class TestChangeTurn:
@@ -89,17 +84,17 @@ class TestChangeTurn:
         with pytest.raises(InvalidInput, match="content"):
             history.edit(ROOM, "1", "[Message ID: 2] hijack")
 
-    def test_edit_that_grows_past_the_limit_changes_nothing(self, settings, redis_client):
+    def test_edit_that_grows_past_the_limit_changes_nothing(self, settings, single_backend):
         history = RoomHistory.open(replace(settings, max_turn_bytes=200))
         history.append(ROOM, "user", "[Message ID: 1] hi")
-        before = dump(redis_client)
+        before = single_backend.dump()
         with pytest.raises(TurnTooLarge):
             history.edit(ROOM, "1", "[Message ID: 1] " + "x" * 300)
-        assert dump(redis_client) == before
+        assert single_backend.dump() == before
 
-    def test_unknown_message_is_not_found_and_changes_nothing(self, history, redis_client):
+    def test_unknown_message_is_not_found_and_changes_nothing(self, history, single_backend):
         history.append(ROOM, "user", "[Message ID: 1] hi")
-        before = dump(redis_client)
+        before = single_backend.dump()
         for operation in (
             lambda: history.edit(ROOM, "2", "x"),
             lambda: history.delete(ROOM, "2"),
@@ -107,7 +102,7 @@ class TestChangeTurn:
         ):
             with pytest.raises(MessageNotFound):
                 operation()
-        assert dump(redis_client) == before
+        assert single_backend.dump() == before
 
     def test_delete_defaults_to_now_in_utc(self, history):
         history.append(ROOM, "user", "[Message ID: 1] hi")
@@ -124,29 +119,14 @@ class TestChangeTurn:
             [{"type": "text", "text": "[Message ID: 1] [deleted at 2026-11-25T10:00:00+01:00] pic"}, IMAGE]
         ]
 
-    def test_if_match_mismatch_changes_nothing_and_names_the_version(self, history, redis_client):
+    def test_if_match_mismatch_changes_nothing_and_names_the_version(self, history, single_backend):
         history.append(ROOM, "user", "[Message ID: 1] hi")
-        before = dump(redis_client)
+        before = single_backend.dump()
         with pytest.raises(VersionMismatch) as error:
             history.react(ROOM, "1", "👍", expected_version=7)
         assert error.value.version == 1
-        assert dump(redis_client) == before
+        assert single_backend.dump() == before
         assert history.react(ROOM, "1", "👍", expected_version=1).version == 2
-
-
-class InterleavingStore(RoomStore):
-    """A real store that lets another writer in right after each read, to lose the race for real."""
-
-    def __init__(self, inner: RoomStore, interloper, times: int):
-        super().__init__(inner.client, inner.key_prefix, inner.default_limit)
-        self.interloper, self.times = interloper, times
-
-    def read(self, room_id, newest_only=False):
-        snapshot = super().read(room_id, newest_only)
-        if self.times > 0:
-            self.times -= 1
-            self.interloper()
-        return snapshot
 
 
 class TestConflicts:

@@ -15,12 +15,11 @@ import pytest
 from room_model import CHANGE_FIELD, Room, find, turn_id
 from test_stress import in_processes
 
-from support import Api, room_path
+from support import IMAGE, Api, room_path
 
 ROOMS = ("discord:checker", "matrix:!checker:example.org")
 WORKERS, OPS_PER_WORKER = 8, 100
 DEFAULT_LIMIT = 50  # MAX_HISTORY: small, so windows slide, limits trim and re-sent ids may be stored again
-IMAGE = {"type": "image_url", "image_url": {"url": "https://cdn.example/cat.png"}}
 REACTIONS = ["👍 x1", "❤️ x2, 🎉 x1", "", "[team] x3", "🫠 [[nested]] x1", "ü ✓"]
 OPERATIONS = {  # weights
     "append": 30,
@@ -240,10 +239,10 @@ HI = {"role": "user", "content": "[Message ID: 1] hi"}
         [("append", QUOTING), ("append", HI)],  # message 1's first attempt failed; its retry comes after the reply
         [("append", HI), ("append", QUOTING), ("edit", {"id": "1", "content": "[Message ID: 1] hello"})],
     ],
-    ids=["late-append-of-a-quoted-message-is-taken-for-a-duplicate", "edit-lands-on-the-quoting-turn"],
+    ids=["late-append-of-a-quoted-message-is-stored", "edit-lands-on-the-quoted-message"],
 )
 def test_a_turn_quoting_another_marker_does_not_stand_for_that_message(redis_server, redis_client, script):
-    """The core matches a marker anywhere in a turn's text, not the turn's own (first) marker."""
+    """A turn's id is its first marker: a marker it quotes neither makes an append a duplicate nor takes a change."""
     api = Api(environment(redis_server))
     calls = [Call(0, step, ROOMS[0], op, args, None) for step, (op, args) in enumerate(script)]
     for call in calls:

@@ -10,12 +10,11 @@ from urllib.parse import urlencode
 
 import pytest
 
-from support import Api, Reply, room_path
+from support import IMAGE, Api, Reply, room_path
 
 ROOM = "discord:42"
 MAX_TURN_BYTES = 2000
 TEMPLATE = "Room {{ room_id }}{% if room_name %} ({{ room_name }}){% endif %}"
-IMAGE = {"type": "image_url", "image_url": {"url": "https://cdn.example/cat.png"}}
 ERRORS = {400: "invalid_request", 404: "message_not_found", 413: "turn_too_large"}
 DEEP = "[" * 10_000 + "]" * 10_000
 NESTED_40 = json.loads("[" * 40 + '"x"' + "]" * 40)
@@ -62,11 +61,9 @@ def big_turn() -> str:
 
 
 @pytest.fixture
-def api(redis_server, redis_client):
+def api(single_backend):
     """A room with a few turns (one with media, one near the size limit), reactions, a deletion and a limit."""
-    api = Api(
-        {"REDIS_URL": redis_server.url, "SYSTEM_PROMPT_TEMPLATE": TEMPLATE, "MAX_TURN_BYTES": str(MAX_TURN_BYTES)}
-    )
+    api = Api({**single_backend.env, "SYSTEM_PROMPT_TEMPLATE": TEMPLATE, "MAX_TURN_BYTES": str(MAX_TURN_BYTES)})
     messages = room_path(ROOM, "messages")
     setup = [
         Call("POST", messages, {"role": "user", "content": "[Message ID: 1] hello"}),
@@ -79,11 +76,6 @@ def api(redis_server, redis_client):
     ]
     assert [call.send(api).status for call in setup] == [201, 201, 201, 201, 200, 200, 200]
     return api
-
-
-def redis_dump(redis_client) -> dict[str, bytes]:
-    """DUMP of every key: the room's turns, version and meta, and the reaper's activity index."""
-    return {key: redis_client.dump(key) for key in sorted(redis_client.keys("*"))}
 
 
 def assert_wire_safe(body: Any) -> None:
@@ -171,14 +163,14 @@ def test_the_unchanged_calls_succeed(api, name):
 
 
 @pytest.mark.parametrize("call, status, field", CASES)
-def test_hostile_input_is_refused_and_changes_nothing(api, redis_client, call, status, field):
-    before = redis_dump(redis_client)
+def test_hostile_input_is_refused_and_changes_nothing(api, single_backend, call, status, field):
+    before = single_backend.dump()  # the room's turns, version and meta, and the reaper's activity index
     reply = call.send(api)
     assert (reply.status, reply.body.get("error")) == (status, ERRORS[status]), reply.body
     if field is not None:
         assert reply.body["message"].startswith(f"{field}: "), reply.body["message"]
     assert_wire_safe(reply.body)
-    assert redis_dump(redis_client) == before
+    assert single_backend.dump() == before
 
 
 SANDBOX_ESCAPES = [
@@ -202,20 +194,21 @@ def test_template_code_in_context_values_is_data(api, value):
     assert appended.status == 201 and appended.body["messages"][0] == prompt
 
 
-# Regressions: each of these is answered today with a 500, a non-JSON body, or a body that is not UTF-8.
-REGRESSIONS = [
-    # int() refuses more than 4300 digits (CVE-2020-10735 limit): ValueError -> 500 internal_error
+# Input that Python's own parsers let through, refused with a 400 rather than a 500, a non-JSON body or a body that
+# is not UTF-8.
+PARSER_LOOPHOLES = [
+    # int() refuses more than 4300 digits (CVE-2020-10735 limit)
     refused("append", 400, "If-Match", headers={"if-match": "9" * 5000}),
     refused("edit", 400, "If-Match", headers={"if-match": '"' + "1" * 4301 + '"'}),
-    # 1e999 parses to float('inf'): stored as the non-JSON token Infinity and sent back in every message list
-    refused("append", 400, "body", raw='{"role": "user", "content": [{"type": "text", "text": "x", "n": 1e999}]}'),
-    refused("edit", 400, "body", raw='{"content": [{"type": "text", "text": "[Message ID: 1] x", "n": -1e999}]}'),
-    # a lone surrogate (valid JSON escape, invalid Unicode) in the context ends up in the response body
+    # 1e999 parses to float('inf'), which would be stored as the non-JSON token Infinity
+    refused("append", 400, "content", raw='{"role": "user", "content": [{"type": "text", "text": "x", "n": 1e999}]}'),
+    refused("edit", 400, "content", raw='{"content": [{"type": "text", "text": "[Message ID: 1] x", "n": -1e999}]}'),
+    # a lone surrogate (valid JSON escape, invalid Unicode) in the context, which the response would echo
     refused("append", 400, "context", raw='{"role": "user", "content": "x", "context": {"room_name": "\\ud800"}}'),
     refused("react", 400, "context", raw='{"reactions": "x", "context": {"a\\udfff": "x"}}'),
 ]
 
 
-@pytest.mark.parametrize("call, status, field", REGRESSIONS)
-def test_regressions_found_by_hostile_input(api, redis_client, call, status, field):
-    test_hostile_input_is_refused_and_changes_nothing(api, redis_client, call, status, field)
+@pytest.mark.parametrize("call, status, field", PARSER_LOOPHOLES)
+def test_parser_loopholes_are_refused_and_change_nothing(api, single_backend, call, status, field):
+    test_hostile_input_is_refused_and_changes_nothing(api, single_backend, call, status, field)

@@ -7,7 +7,6 @@ import json
 import re
 import sys
 import textwrap
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +30,7 @@ from local.sam_template import (
     load_template,
     loads_template,
 )
-from local.server import make_server
+from local.server import make_server, serving
 
 CONTRACT_ROUTES = {
     "POST /rooms/{room_id}/messages",
@@ -143,11 +142,6 @@ def test_redis_server_starts_answers_and_stops():
     assert not server.running
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(server.url, socket_connect_timeout=0.5).ping()
-
-
-def test_two_servers_get_different_ports():
-    with RedisServer() as first, RedisServer() as second:
-        assert first.port != second.port
 
 
 def test_kill_then_restart_comes_back_empty_on_the_same_port():
@@ -373,12 +367,8 @@ def test_lambda_context_counts_down_and_suits_powertools_logger():
 
 @pytest.fixture
 def local_api(small_project):
-    server = make_server("127.0.0.1", 0, root=small_project)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.url
-    server.shutdown()
-    server.server_close()
+    with serving(make_server("127.0.0.1", 0, root=small_project)) as url:
+        yield url
 
 
 def request(url: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):

@@ -8,8 +8,7 @@ import pytest
 
 from room_history import rules
 from room_history.errors import InvalidInput, MessageNotFound, TurnTooLarge
-
-IMAGE = {"type": "image_url", "image_url": {"url": "https://cdn.example/cat.png"}}
+from support import IMAGE
 
 
 def text_turn(message_id: str, text: str = "hello", role: str = "user") -> dict:
@@ -173,7 +172,7 @@ class TestTags:
             rules.validate_deleted_at(value)
 
 
-class TestLimitAndTrim:
+class TestLimit:
     @pytest.mark.parametrize("given, clamped", [(10, 50), (50, 50), (200, 200), (1000, 1000), (5000, 1000)])
     def test_clamp(self, given, clamped):
         assert rules.clamp_limit(given) == clamped
@@ -182,9 +181,6 @@ class TestLimitAndTrim:
     def test_limit_must_be_an_integer(self, given):
         with pytest.raises(InvalidInput, match="limit"):
             rules.clamp_limit(given)
-
-    def test_trim_keeps_the_newest(self):
-        assert rules.trim(list(range(10)), 3) == [7, 8, 9]
 
 
 class TestRows:

@@ -9,18 +9,14 @@ import urllib.request
 import pytest
 
 from local import demo
-from local.server import make_server
+from local.server import make_server, serving
 
 
 @pytest.fixture
 def base_url(redis_server, redis_client, monkeypatch):
     monkeypatch.setenv("REDIS_URL", redis_server.url)
-    server = make_server("127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.url
-    server.shutdown()
-    server.server_close()
+    with serving(make_server("127.0.0.1", 0)) as url:
+        yield url
 
 
 def send(url: str, method: str = "GET", body=None, headers=None):

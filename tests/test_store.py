@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+from dataclasses import replace
 
 import pytest
 from redis.crc import key_slot
 
 from local.benchmark import counting_round_trips as round_trips
-from room_history.errors import VersionMismatch
+from room_history.errors import StoreUnavailable, VersionMismatch
 from room_history.history import RoomHistory
 from room_history.store import RoomKeys
 
@@ -184,3 +187,64 @@ class TestReaper:
         history.append(ROOM, "user", "hi")
         assert self.idle_history(history, 3601).reap_idle_rooms(has_time_left=lambda: False) == 0
         assert history.state(ROOM).message_count == 1
+
+
+def test_a_failed_index_touch_does_not_fail_the_write(history, redis_client, caplog):
+    """The room's write happened: answering an error would invite the client to write again."""
+    redis_client.set("sg:conversation:activity", "not a sorted set")  # every ZADD on it now fails
+    window, stored = history.append(ROOM, "user", "[Message ID: 1] hi")
+    assert stored and window.version == 1
+    assert history.react(ROOM, "1", "👍 x1").version == 2
+    assert redis_client.llen("sg:conversation:{discord:1234}") == 1
+    assert "activity index not updated" in caplog.text
+
+
+class DroppingProxy:
+    """A TCP proxy to Redis; once armed, Redis runs the next EVALSHA and the client is dropped instead of answered."""
+
+    def __init__(self, upstream_port: int):
+        self.armed = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.upstream_port = upstream_port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            client, _ = self.listener.accept()
+            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
+
+    def _pipe(self, client):
+        with client, socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
+            while request := client.recv(1 << 20):
+                upstream.sendall(request)
+                reply = upstream.recv(1 << 20)
+                if self.armed.is_set() and b"EVALSHA" in request:
+                    self.armed.clear()
+                    return  # Redis ran it; the client never hears back
+                client.sendall(reply)
+
+
+def test_a_write_whose_connection_dropped_is_not_sent_again(settings, redis_server, redis_client):
+    proxy = DroppingProxy(redis_server.port)
+    history = RoomHistory.open(replace(settings, redis_url=proxy.url))
+    history.append(ROOM, "user", "[Message ID: 1] warm")  # scripts loaded, connection pooled
+    proxy.armed.set()
+    with pytest.raises(StoreUnavailable):  # the outcome is unknown to the client: a 503
+        history.append(ROOM, "assistant", "no marker: a second run would store it twice")
+    assert redis_client.lrange("sg:conversation:{discord:1234}", 0, -1) == [
+        '{"role":"user","content":"[Message ID: 1] warm"}',
+        '{"role":"assistant","content":"no marker: a second run would store it twice"}',
+    ]
+    assert redis_client.get("sg:conversation:{discord:1234}:ver") == "2"
+    assert history.append(ROOM, "user", "[Message ID: 2] next")[0].version == 3  # the pool recovers
+    proxy.armed.set()
+    assert history.state(ROOM).version == 3  # a read can run twice: it is retried once
+
+
+def test_a_connection_closed_by_redis_is_replaced_before_use(history, redis_client):
+    history.append(ROOM, "user", "[Message ID: 1] hi")
+    redis_client.client_kill_filter(_type="normal", skipme=True)  # e.g. a failover closed the pooled connection
+    assert history.state(ROOM).version == 1
+    redis_client.client_kill_filter(_type="normal", skipme=True)
+    assert history.append(ROOM, "user", "[Message ID: 2] next")[0].version == 2

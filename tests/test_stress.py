@@ -11,13 +11,12 @@ from typing import Any
 
 from room_model import CHANGE_FIELD, changed, turn_id
 
-from support import Api, room_path
+from support import IMAGE, Api, room_path
 
 ROOM = "discord:stress"
 WRITERS = 16
 OPS_PER_WRITER = 80  # 55% appends, some repeated: ~600 turns, well under the limit of 1000, so nothing slides out
 SHARED_IDS = 30  # ids every writer may append: each must be stored by exactly one of them
-IMAGE = {"type": "image_url", "image_url": {"url": "https://cdn.example/cat.png"}}
 REACTIONS = ["👍 x1", "❤️ x2, 🎉 x1", "", "[team] x3", "🫠 [[nested]] x1"]
 # Third-party imports a writer would otherwise repeat 16 times; the handler itself is still loaded per process.
 PRELOAD = [

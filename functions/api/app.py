@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from functools import cache
 from typing import Any
@@ -74,21 +73,13 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _finite_float(text: str) -> float:
-    """1e999 would come back as Infinity, which is not JSON."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is out of range")
-    return value
-
-
 def request_body() -> dict[str, Any]:
     """The JSON object body; an absent body is an empty object (optional-body routes)."""
     try:
         raw = app.current_event.decoded_body
         if raw is None or raw.strip() == "":
             return {}
-        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+        body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise InvalidInput("body", "is not valid JSON") from None
     if not isinstance(body, dict):
@@ -115,6 +106,10 @@ def path_id(field: str, raw: str) -> str:
 def rendered(room_id: str, context: Any, field: str = "context") -> str | None:
     """Rendered before any write, so a template failure changes nothing."""
     return render_system_prompt(system_prompt_source(), room_id, rules.validate_context(context, field))
+
+
+def no_content(version: int) -> Response:
+    return Response(204, headers={"ETag": f'"{version}"'})
 
 
 def messages_response(room_id: str, window: Window, system_prompt: str | None, status: int = 200) -> Response:
@@ -192,7 +187,7 @@ def discard_rebackfill(room_id: str) -> Response:
     room_id = path_id("room_id", room_id)
     version = room_history().discard_rebackfill(room_id, if_match())
     logger.info("rebackfill discarded", room_id=room_id, version=version)
-    return Response(204, headers={"ETag": f'"{version}"'})
+    return no_content(version)
 
 
 @app.delete("/rooms/<room_id>")
@@ -200,7 +195,7 @@ def clear_room(room_id: str) -> Response:
     room_id = path_id("room_id", room_id)
     version = room_history().clear(room_id, if_match())
     logger.info("room cleared", room_id=room_id, version=version)
-    return Response(204, headers={"ETag": f'"{version}"'})
+    return no_content(version)
 
 
 @app.exception_handler(HistoryError)

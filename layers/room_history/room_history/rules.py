@@ -130,11 +130,18 @@ def new_turn(role: Any, content: Any, message_id: Any = None) -> tuple[Turn, str
 
 def encode_row(turn: Turn, max_bytes: int) -> str:
     """The stored row: compact JSON {"role", "content"}, refused above max_bytes."""
-    row = json.dumps({"role": turn["role"], "content": turn["content"]}, ensure_ascii=False, separators=(",", ":"))
     try:
+        row = json.dumps(
+            {"role": turn["role"], "content": turn["content"]},
+            ensure_ascii=False,
+            allow_nan=False,
+            separators=(",", ":"),
+        )
         size = len(row.encode("utf-8"))
     except UnicodeEncodeError:
         raise InvalidInput("content", "must be valid Unicode (no lone surrogates)") from None
+    except ValueError:  # 1e999 parses as infinity, which JSON cannot carry back
+        raise InvalidInput("content", "must hold finite numbers only") from None
     if size > max_bytes:
         raise TurnTooLarge(f"the turn is {size} bytes, more than MAX_TURN_BYTES ({max_bytes})")
     return row
@@ -234,11 +241,6 @@ def clamp_limit(value: Any) -> int:
     return max(MIN_LIMIT, min(MAX_LIMIT, value))
 
 
-def trim(turns: list[Turn], limit: int) -> list[Turn]:
-    """The sliding window: the newest `limit` turns."""
-    return turns[-limit:] if limit > 0 else []
-
-
 def validate_context(value: Any, field: str = "context") -> dict[str, Any]:
     """Template variables: plain identifiers only, so no key can reach dunder attributes."""
     if value is None:
@@ -248,9 +250,11 @@ def validate_context(value: Any, field: str = "context") -> dict[str, Any]:
     if nesting_depth(value) > MAX_NESTING:
         raise InvalidInput(field, f"is nested deeper than {MAX_NESTING} levels")
     try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput(field, "must be valid Unicode (no lone surrogates)") from None
+    except ValueError:
+        raise InvalidInput(field, "must hold finite numbers only") from None
     for key in value:
         if not CONTEXT_KEY.match(key):
             raise InvalidInput(f"{field}.{key}", "keys must be identifiers starting with a letter")

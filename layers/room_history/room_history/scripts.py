@@ -21,14 +21,14 @@ READ_ROOM = """#!lua flags=no-writes
 -- Read a room in one atomic step (a read-only script: it runs during a failover's write pause).
 -- KEYS[1] turns list, KEYS[2] version counter, KEYS[3] room meta hash
 -- ARGV[1] default window size, ARGV[2] 'window' for the whole window, 'newest' for the newest turn
--- Returns {version, list length, limit override or nil, rebackfill flag (0/1), active_at ms or nil, rows}
+-- Returns {version, list length, window size, rebackfill flag (0/1), active_at ms or nil, rows}
 local limit = tonumber(redis.call('HGET', KEYS[3], 'limit') or ARGV[1])
 local first = -limit
 if ARGV[2] == 'newest' then first = -1 end
 return {
   tonumber(redis.call('GET', KEYS[2]) or '0'),
   redis.call('LLEN', KEYS[1]),
-  redis.call('HGET', KEYS[3], 'limit'),
+  limit,
   redis.call('HEXISTS', KEYS[3], 'rebackfill'),
   redis.call('HGET', KEYS[3], 'active_at'),
   redis.call('LRANGE', KEYS[1], first, -1),

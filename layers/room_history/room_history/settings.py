@@ -24,29 +24,38 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """The environment of CONTRACT.md; an unset or empty variable keeps the default above."""
         redis_url = env.get("REDIS_URL", "").strip()
         if not redis_url.startswith(("redis://", "rediss://")):
             raise SettingsError("REDIS_URL must be a redis:// or rediss:// URL")
-        prefix = env.get("KEY_PREFIX", "sg:conversation")
-        if not prefix or "{" in prefix or "}" in prefix:
-            raise SettingsError("KEY_PREFIX must be non-empty and hold no braces (they would break the hash tag)")
-        return cls(
-            redis_url=redis_url,
-            redis_cluster=env.get("REDIS_CLUSTER", "false").strip().lower() in ("1", "true", "yes"),
-            key_prefix=prefix,
-            max_history=_number(env, "MAX_HISTORY", 100, int),
-            max_turn_bytes=_number(env, "MAX_TURN_BYTES", 262144, int),
-            max_idle_seconds=_number(env, "MAX_IDLE_SECONDS", 3600, int),
-            system_prompt_template=env.get("SYSTEM_PROMPT_TEMPLATE") or None,
-            system_prompt_parameter=env.get("SYSTEM_PROMPT_PARAMETER") or None,
-            redis_timeout_seconds=_number(env, "REDIS_TIMEOUT_SECONDS", 2.0, float),
-        )
+        values: dict = {"redis_url": redis_url}
+        if env.get("REDIS_CLUSTER", "").strip():
+            values["redis_cluster"] = env["REDIS_CLUSTER"].strip().lower() in ("1", "true", "yes")
+        if env.get("KEY_PREFIX"):
+            values["key_prefix"] = env["KEY_PREFIX"]
+        if "{" in values.get("key_prefix", "") or "}" in values.get("key_prefix", ""):
+            raise SettingsError("KEY_PREFIX must hold no braces (they would break the hash tag)")
+        for field, name, kind in _NUMBERS:
+            if env.get(name, "").strip():
+                values[field] = _positive(name, env[name], kind)
+        for field, name in (
+            ("system_prompt_template", "SYSTEM_PROMPT_TEMPLATE"),
+            ("system_prompt_parameter", "SYSTEM_PROMPT_PARAMETER"),
+        ):
+            if env.get(name):
+                values[field] = env[name]
+        return cls(**values)
 
 
-def _number(env: Mapping[str, str], name: str, default, kind):
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+_NUMBERS = (
+    ("max_history", "MAX_HISTORY", int),
+    ("max_turn_bytes", "MAX_TURN_BYTES", int),
+    ("max_idle_seconds", "MAX_IDLE_SECONDS", int),
+    ("redis_timeout_seconds", "REDIS_TIMEOUT_SECONDS", float),
+)
+
+
+def _positive(name: str, raw: str, kind):
     try:
         value = kind(raw)
     except ValueError:

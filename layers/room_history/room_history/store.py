@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 
 import redis
@@ -12,6 +13,8 @@ from redis.retry import Retry
 from . import rules, scripts
 from .errors import StoreUnavailable, VersionMismatch
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Failures that mean "Redis cannot serve this now", as opposed to a bug of ours.
 UNAVAILABLE = (
@@ -26,22 +29,22 @@ UNAVAILABLE = (
 
 
 def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
-    """One client per container, with short timeouts.
+    """One client per container, with short timeouts and no retries of its own.
 
-    A command that timed out may have run, so it is never sent again by the client: a single
-    server gets one reconnect on a dropped connection only; a cluster client, whose retries
-    also cover timeouts, gets none (it still refreshes its slot map after a failure).
+    A write whose connection dropped or timed out may have run: sending it again could store a
+    turn twice, so the client never does (RoomStore.read retries reads itself). A cluster client
+    still refreshes its slot map after a failure.
     """
-    timeouts = dict(
+    options = dict(
         decode_responses=True,
         socket_connect_timeout=settings.redis_timeout_seconds,
         socket_timeout=settings.redis_timeout_seconds,
+        retry=Retry(NoBackoff(), 0),
     )
     try:
         if settings.redis_cluster:
-            return redis.RedisCluster.from_url(settings.redis_url, retry=Retry(NoBackoff(), 0), **timeouts)
-        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-        return redis.Redis.from_url(settings.redis_url, retry=retry, **timeouts)
+            return redis.RedisCluster.from_url(settings.redis_url, **options)
+        return redis.Redis.from_url(settings.redis_url, **options)
     except (*UNAVAILABLE, redis.exceptions.RedisClusterException) as error:  # no node reachable at start
         raise StoreUnavailable(f"Redis is unavailable: {error}") from error
 
@@ -84,7 +87,6 @@ class RoomSnapshot:
     version: int
     length: int
     limit: int
-    limit_override: int | None
     rebackfill_requested: bool
     active_at_ms: int | None
     rows: list[str]
@@ -120,17 +122,17 @@ class RoomStore:
 
     @_translate_unavailable
     def read(self, room_id: str, newest_only: bool = False) -> RoomSnapshot:
-        reply = self.read_room(
-            keys=list(self.keys(room_id)),
-            args=[self.default_limit, "newest" if newest_only else "window"],
-        )
-        version, length, override, rebackfill, active_at, rows = reply
-        override = int(override) if override is not None else None
+        """One atomic read; the only call retried on a dropped connection (a read can run twice)."""
+        keys, args = list(self.keys(room_id)), [self.default_limit, "newest" if newest_only else "window"]
+        try:
+            reply = self.read_room(keys=keys, args=args)
+        except redis.ConnectionError:  # the connection dropped mid-read: one new connection, one new try
+            reply = self.read_room(keys=keys, args=args)
+        version, length, limit, rebackfill, active_at, rows = reply
         return RoomSnapshot(
             version=int(version),
             length=int(length),
-            limit=override if override is not None else self.default_limit,
-            limit_override=override,
+            limit=int(limit),
             rebackfill_requested=bool(rebackfill),
             active_at_ms=int(active_at) if active_at is not None else None,
             rows=list(rows),
@@ -181,49 +183,52 @@ class RoomStore:
     @_translate_unavailable
     def reap(self, room_ids: list[str], cutoff_ms: int) -> int:
         """Remove the rooms still idle at the cutoff; returns how many were removed."""
-        replies = self._pipelined([(self.reap_room, list(self.keys(room)), [cutoff_ms]) for room in room_ids])
+        calls = [(self.reap_room, list(self.keys(room)), [cutoff_ms]) for room in room_ids]
+        replies = [_raised(reply) for reply in self._pipelined(calls)]
         index_updates = []
         for room, (removed, detail) in zip(room_ids, replies, strict=True):
             if removed:
                 index_updates.append((self.unindex_idle_room, [self.activity_index], [room, cutoff_ms]))
             else:  # written since it was indexed: the room's own clock is the truth
                 index_updates.append((None, [self.activity_index], {room: detail}))
-        self._pipelined(index_updates)
+        for reply in self._pipelined(index_updates):
+            _raised(reply)
         return sum(1 for removed, deleted in replies if removed and deleted)
 
     def _write_room(self, script, room_id: str, args: list, now_ms: int):
-        """Run a room script and touch the activity index in the same round trip."""
+        """Run a room script and touch the activity index in the same round trip.
+
+        The index is a hint (the reaper trusts the room's own clock), so a failed touch is logged,
+        not raised: the room's write happened, and answering an error would invite a second one.
+        """
         index_touch = (None, [self.activity_index], {room_id: now_ms})
-        return self._pipelined([(script, list(self.keys(room_id)), args), index_touch])[0]
+        reply, touched = self._pipelined([(script, list(self.keys(room_id)), args), index_touch])
+        if isinstance(touched, Exception):
+            log.warning("activity index not updated for room %s: %s", room_id, touched)
+        return _raised(reply)
 
     def _pipelined(self, calls: list[tuple]) -> list:
-        """Scripts (and ZADDs, script None) in one pipeline; EVALSHA, reloading scripts on NOSCRIPT.
+        """Scripts (and ZADDs, script None) in one pipeline, replies in order, errors in place.
 
-        A plain `script(client=pipe)` would cost a SCRIPT EXISTS round trip on every execute.
+        EVALSHA directly: `script(client=pipe)` would cost a SCRIPT EXISTS round trip on every
+        execute. Calls answered NOSCRIPT (Redis restarted or failed over) are loaded and sent again.
         """
-        if not calls:
-            return []
+        replies = [None] * len(calls)
+        pending = list(range(len(calls)))
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
-            for script, keys, args in calls:
+            for script, keys, args in (calls[index] for index in pending):
                 if script is None:
                     pipe.zadd(keys[0], args, gt=True)
-                else:
-                    # ClusterPipeline blocks its evalsha() method, not the command; each call names one slot
+                else:  # ClusterPipeline blocks its evalsha() method, not the command
                     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            replies = pipe.execute(raise_on_error=False)
-            missing = {
-                script
-                for (script, _, _), reply in zip(calls, replies, strict=True)
-                if isinstance(reply, redis.exceptions.NoScriptError)
-            }
-            if not missing or attempt == 2:
-                break
-            for script in missing:  # Redis restarted or failed over: its script cache is empty
+            for index, reply in zip(pending, pipe.execute(raise_on_error=False), strict=True):
+                replies[index] = reply
+            pending = [index for index in pending if isinstance(replies[index], redis.exceptions.NoScriptError)]
+            if not pending or attempt == 2:
+                return replies
+            for script in {calls[index][0] for index in pending}:
                 script.sha = self.client.script_load(script.script)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
         return replies
 
     @staticmethod
@@ -235,3 +240,9 @@ class RoomStore:
 
 def _optional(version: int | None) -> str | int:
     return "" if version is None else version
+
+
+def _raised(reply):
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
