@@ -17,7 +17,6 @@ from local.redis_cluster import LocalRedisCluster  # noqa: E402
 from local.redis_server import RedisServer  # noqa: E402
 from room_history.history import RoomHistory  # noqa: E402
 from room_history.settings import Settings  # noqa: E402
-from room_history.store import RoomStore  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +34,6 @@ def redis_cluster():
 
 @pytest.fixture
 def redis_client(redis_server):
-    if not redis_server.running:  # a fault test stopped it
-        redis_server.restart()
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     client.flushall()
     client.script_flush()
@@ -47,12 +44,6 @@ def redis_client(redis_server):
 @pytest.fixture
 def settings(redis_server, redis_client) -> Settings:
     return Settings(redis_url=redis_server.url, redis_timeout_seconds=1.0)
-
-
-@pytest.fixture
-def store(settings) -> RoomStore:
-    history = RoomHistory.open(settings)
-    return history.store
 
 
 @pytest.fixture

@@ -248,3 +248,15 @@ def test_a_connection_closed_by_redis_is_replaced_before_use(history, redis_clie
     assert history.state(ROOM).version == 1
     redis_client.client_kill_filter(_type="normal", skipme=True)
     assert history.append(ROOM, "user", "[Message ID: 2] next")[0].version == 2
+
+
+def test_reads_keep_working_while_writes_are_paused(history, redis_client):
+    """A failover pauses writes (CLIENT PAUSE WRITE): the read script is flagged no-writes, so it still runs."""
+    history.append(ROOM, "user", "[Message ID: 1] hi")
+    history.window(ROOM)  # the read script is loaded (SCRIPT LOAD itself waits out a write pause)
+    redis_client.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+    try:
+        assert history.state(ROOM).version == 1
+        assert history.window(ROOM).turns == [{"role": "user", "content": "[Message ID: 1] hi"}]
+    finally:
+        redis_client.execute_command("CLIENT", "UNPAUSE")

@@ -74,7 +74,7 @@ class RoomHistory:
         self.settings = settings
         self.clock = clock
         self.sleep = sleep
-        self.conflicts = 0  # compare-and-set losses seen by this instance, for logs and stress figures
+        self.conflicts = 0  # compare-and-set losses seen by this instance (the stress test reports them)
 
     @classmethod
     def open(cls, settings: Settings) -> RoomHistory:
