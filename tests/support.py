@@ -98,3 +98,16 @@ class InterleavingStore(RoomStore):
             self.times -= 1
             self.interloper()
         return snapshot
+
+
+def unknown_room_state(room_id: str) -> dict:
+    """GET /rooms/{room_id} of a room that does not exist (or was reaped, or lost with its Redis)."""
+    return {
+        "room_id": room_id,
+        "version": 0,
+        "message_count": 0,
+        "last_role": None,
+        "limit": 100,
+        "rebackfill_requested": False,
+        "last_activity": None,
+    }

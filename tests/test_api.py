@@ -12,7 +12,7 @@ from moto import mock_aws
 
 from local.redis_server import free_port
 from room_history.history import RoomHistory
-from support import IMAGE, Api, InterleavingStore, load_event, room_path, turns
+from support import IMAGE, Api, InterleavingStore, load_event, room_path, turns, unknown_room_state
 
 ROOM = "discord:1234"
 # Every key of the room. A write refused inside Redis (412) may still refresh the room's entry in the reaper's
@@ -290,15 +290,7 @@ class TestChangeTurn:
 class TestRoom:
     def test_state_of_unknown_and_known_rooms(self, api):
         unknown = api.call("GET", room_path("discord:404"))
-        assert unknown.status == 200 and unknown.body == {
-            "room_id": "discord:404",
-            "version": 0,
-            "message_count": 0,
-            "last_role": None,
-            "limit": 100,
-            "rebackfill_requested": False,
-            "last_activity": None,
-        }
+        assert unknown.status == 200 and unknown.body == unknown_room_state("discord:404")
         post(api, "a")
         api.call("POST", room_path(ROOM, "messages"), {"role": "assistant", "content": "b"})
         state = api.call("GET", room_path(ROOM)).body

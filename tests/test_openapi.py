@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from room_history import rules
 from room_history.errors import InvalidInput
-from support import ROUTES
+from support import ROUTES, unknown_room_state
 
 SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml").read_text())
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -149,15 +149,7 @@ MESSAGE_LIST = {
         {"role": "assistant", "content": [{"type": "text", "text": "[Message ID: 2] look"}, {"type": "image_url"}]},
     ],
 }
-ROOM_STATE = {
-    "room_id": "discord:404",
-    "version": 0,
-    "message_count": 0,
-    "last_role": None,
-    "limit": 100,
-    "rebackfill_requested": False,
-    "last_activity": None,
-}
+ROOM_STATE = unknown_room_state("discord:404")
 VALID = [
     ("MessageList", MESSAGE_LIST),
     ("MessageList", {"room_id": "discord:1", "version": 0, "messages": []}),
