@@ -1,4 +1,4 @@
-"""Pure room rules: validation, markers, edits, tags and trimming. No I/O here."""
+"""Pure room rules: validation, markers, edits, tags and limits. No I/O here."""
 
 from __future__ import annotations
 
