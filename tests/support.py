@@ -92,8 +92,8 @@ class InterleavingStore(RoomStore):
         super().__init__(inner.client, inner.key_prefix, inner.default_limit)
         self.interloper, self.times = interloper, times
 
-    def read(self, room_id, newest_only=False):
-        snapshot = super().read(room_id, newest_only)
+    def read(self, room_id):
+        snapshot = super().read(room_id)
         if self.times > 0:
             self.times -= 1
             self.interloper()

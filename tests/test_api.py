@@ -388,3 +388,118 @@ def _epoch(iso: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _all_subclasses(kind: type) -> list[type]:
+    return [sub for direct in kind.__subclasses__() for sub in (direct, *_all_subclasses(direct))]
+
+
+def test_every_history_error_is_mapped(api):
+    """A new error class nobody mapped would otherwise fall back to a 500."""
+    from room_history.errors import HistoryError
+
+    kinds = _all_subclasses(HistoryError)
+    unmapped = [kind.__name__ for kind in kinds if api.module.error_status(kind.__new__(kind)) == api.module.UNMAPPED]
+    assert len(kinds) >= 8 and unmapped == []
+
+
+def test_an_unmapped_error_is_a_500_not_an_escape(api, monkeypatch):
+    from room_history.errors import HistoryError
+
+    class Surprise(HistoryError):
+        pass
+
+    def fail(*args, **kwargs):
+        raise Surprise("room_id", "something new")
+
+    monkeypatch.setattr(RoomHistory, "window", fail)
+    reply = api.call("GET", room_path(ROOM, "messages"))
+    assert reply.status == 500 and reply.body == {"error": "internal_error", "message": "room_id: something new"}
+
+
+def test_a_subclass_takes_its_parents_status(api, monkeypatch):
+    from room_history.errors import InvalidInput
+
+    class Narrower(InvalidInput):
+        pass
+
+    def fail(*args, **kwargs):
+        raise Narrower("limit", "too odd")
+
+    monkeypatch.setattr(RoomHistory, "set_limit", fail)
+    reply = api.call("PUT", room_path(ROOM, "limit"), {"limit": 60})
+    assert reply.status == 400 and reply.body["error"] == "invalid_request"
+
+
+def test_every_error_message_names_its_field_first(api, backend):
+    post(api, "[Message ID: 1] a")
+    replies = {
+        "invalid_request": post(api, ""),
+        "message_not_found": api.call("PATCH", room_path(ROOM, "messages", "9"), {"content": "x"}),
+        "version_mismatch": api.call("DELETE", room_path(ROOM), None, {"if-match": "7"}),
+        "turn_too_large": make_api(backend, MAX_TURN_BYTES="100").call(
+            "POST", room_path(ROOM, "messages"), {"role": "user", "content": "x" * 200}
+        ),
+    }
+    event = {**load_event("get_room.json"), "rawPath": "/nowhere", "routeKey": "$default"}
+    event["requestContext"]["http"]["path"] = "/nowhere"
+    replies["route_not_found"] = api.invoke(event)
+    fields = {
+        "invalid_request": "content",
+        "message_not_found": "message_id",
+        "version_mismatch": "If-Match",
+        "turn_too_large": "content",
+        "route_not_found": "path",
+    }
+    for code, reply in replies.items():
+        assert reply.body["error"] == code
+        assert reply.body["message"].startswith(f"{fields[code]}: "), reply.body
+
+
+def test_a_412_carries_the_current_version_as_its_etag(api):
+    post(api, "[Message ID: 1] a")
+    stale = api.call("PUT", room_path(ROOM, "messages", "1", "reactions"), {"reactions": "x"}, {"if-match": "0"})
+    assert stale.status == 412 and stale.body["version"] == 1 and stale.headers["ETag"] == '"1"'
+
+
+def test_if_match_star_means_any_current_version(api):
+    post(api, "[Message ID: 1] a")
+    reply = api.call("PATCH", room_path(ROOM, "messages", "1"), {"content": "[Message ID: 1] b"}, {"if-match": "*"})
+    assert reply.status == 200 and reply.body["version"] == 2
+
+
+def test_room_state_counts_turns_as_the_list_shows_them(api, backend):
+    for number in range(8):
+        post(api, f"[Message ID: {number}] turn")
+    key = f"sg:conversation:{{{ROOM}}}"
+    for junk in ("not json", '{"role": "system", "content": "x"}', "[1]", '{"role": "user"}'):
+        backend.client.rpush(key, junk)
+    listed = turns(api.call("GET", room_path(ROOM, "messages")))
+    state = api.call("GET", room_path(ROOM)).body
+    assert len(listed) == 8 and state["message_count"] == 8 and state["last_role"] == "user"
+
+
+@pytest.mark.parametrize(
+    "method, rest, body",
+    [
+        ("PATCH", ("1",), {"content": "x" * 2000}),
+        ("PATCH", ("1",), {"content": [{"type": "text", "text": "x" * 2000}]}),
+        ("PUT", ("1", "reactions"), {"reactions": "👍" * 600}),
+    ],
+)
+def test_oversized_changes_are_413_before_redis_is_asked(method, rest, body):
+    api = Api({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "MAX_TURN_BYTES": "1000"})
+    reply = api.call(method, room_path(ROOM, "messages", *rest), body)
+    assert reply.status == 413 and reply.body["error"] == "turn_too_large"
+
+
+def test_unreadable_prompt_parameter_without_a_region_is_503(backend, monkeypatch):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setattr(parameters.base, "DEFAULT_PROVIDERS", {})
+    parameters.clear_caches()
+    api = make_api(backend, SYSTEM_PROMPT_PARAMETER="/room-history/prompt")
+    reply = api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": "hi"})
+    assert reply.status == 503 and reply.body["error"] == "template_unavailable"
+    assert backend.keys() == []

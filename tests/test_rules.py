@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from room_history import rules
-from room_history.errors import InvalidInput, MessageNotFound, TurnTooLarge
+from room_history.errors import InvalidInput, MessageNotFound
 from support import IMAGE
 
 
@@ -181,35 +179,3 @@ class TestLimit:
     def test_limit_must_be_an_integer(self, given):
         with pytest.raises(InvalidInput, match="limit"):
             rules.clamp_limit(given)
-
-
-class TestRows:
-    def test_row_is_plain_compact_json(self):
-        row = rules.encode_row({"role": "user", "content": "ж [Message ID: 1]"}, 1000)
-        assert json.loads(row) == {"role": "user", "content": "ж [Message ID: 1]"}
-        assert rules.marker_needle("1") in row
-
-    def test_oversize_row_is_refused(self):
-        with pytest.raises(TurnTooLarge):
-            rules.encode_row({"role": "user", "content": "x" * 100}, 50)
-
-    def test_lone_surrogates_are_refused(self):
-        with pytest.raises(InvalidInput, match="content"):
-            rules.encode_row({"role": "user", "content": "\ud800"}, 1000)
-
-
-class TestContext:
-    def test_identifier_keys_pass(self):
-        assert rules.validate_context({"room_name": "general", "n": {"a": [1]}}) == {
-            "room_name": "general",
-            "n": {"a": [1]},
-        }
-
-    @pytest.mark.parametrize("key", ["__class__", "_private", "a-b", "", "1x"])
-    def test_other_keys_are_refused(self, key):
-        with pytest.raises(InvalidInput, match="context"):
-            rules.validate_context({key: "x"})
-
-    def test_context_must_be_an_object(self):
-        with pytest.raises(InvalidInput, match="context"):
-            rules.validate_context(["a"])

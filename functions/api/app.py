@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 from urllib.parse import unquote
@@ -11,7 +12,6 @@ from urllib.parse import unquote
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from room_history import rules
@@ -21,19 +21,19 @@ from room_history.errors import (
     MessageNotFound,
     StoreUnavailable,
     TemplateFailure,
+    TemplateUnavailable,
     TurnTooLarge,
     VersionMismatch,
     WriteConflict,
 )
 from room_history.history import RoomHistory, Window
-from room_history.renderer import default_template, message_list, render_system_prompt
+from room_history.prompt import SystemPrompt
 from room_history.settings import Settings
-
-PROMPT_PARAMETER_MAX_AGE_SECONDS = 300
 
 logger = Logger()
 app = APIGatewayHttpResolver()
 settings = Settings.from_env(os.environ)
+system_prompt = SystemPrompt(settings)
 
 ERRORS: dict[type[HistoryError], tuple[int, str]] = {
     InvalidInput: (400, "invalid_request"),
@@ -42,8 +42,10 @@ ERRORS: dict[type[HistoryError], tuple[int, str]] = {
     VersionMismatch: (412, "version_mismatch"),
     TurnTooLarge: (413, "turn_too_large"),
     StoreUnavailable: (503, "redis_unavailable"),
+    TemplateUnavailable: (503, "template_unavailable"),
     TemplateFailure: (500, "template_error"),
 }
+UNMAPPED = (500, "internal_error")
 
 
 @cache
@@ -52,12 +54,9 @@ def room_history() -> RoomHistory:
     return RoomHistory.open(settings)
 
 
-def system_prompt_source() -> str:
-    if settings.system_prompt_template:
-        return settings.system_prompt_template
-    if settings.system_prompt_parameter:
-        return parameters.get_parameter(settings.system_prompt_parameter, max_age=PROMPT_PARAMETER_MAX_AGE_SECONDS)
-    return default_template()
+def error_status(error: HistoryError) -> tuple[int, str]:
+    """The status and code of the nearest mapped class in the error's hierarchy; unmapped ones are a 500."""
+    return next((ERRORS[kind] for kind in type(error).__mro__ if kind in ERRORS), UNMAPPED)
 
 
 def json_response(status: int, body: dict[str, Any], version: int | None = None) -> Response:
@@ -65,8 +64,8 @@ def json_response(status: int, body: dict[str, Any], version: int | None = None)
     return Response(status, content_types.APPLICATION_JSON, json.dumps(body, ensure_ascii=False), headers)
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
-    return json_response(status, {"error": code, "message": message, **extra})
+def error_response(status: int, code: str, message: str) -> Response:
+    return json_response(status, {"error": code, "message": message})
 
 
 def _reject_constant(name: str) -> None:
@@ -88,9 +87,9 @@ def request_body() -> dict[str, Any]:
 
 
 def if_match() -> int | None:
-    """The If-Match version: a bare number or an ETag such as "7"."""
+    """The If-Match version: a bare number or an ETag such as "7"; `*` (any current version) is no condition."""
     raw = app.current_event.headers.get("if-match")
-    if raw is None:
+    if raw is None or raw.strip() == "*":
         return None
     value = raw.strip().removeprefix("W/").strip('"')
     if not value.isascii() or not value.isdigit() or len(value) > 19:  # versions are Redis int64 counters
@@ -103,23 +102,21 @@ def path_id(field: str, raw: str) -> str:
     return rules.validate_id(field, unquote(raw))
 
 
-def rendered(room_id: str, context: Any, field: str = "context") -> str | None:
-    """Rendered before any write, so a template failure changes nothing."""
-    return render_system_prompt(system_prompt_source(), room_id, rules.validate_context(context, field))
-
-
 def no_content(version: int) -> Response:
     return Response(204, headers={"ETag": f'"{version}"'})
 
 
-def messages_response(room_id: str, window: Window, system_prompt: str | None, status: int = 200) -> Response:
-    return json_response(status, message_list(room_id, window.version, window.turns, system_prompt), window.version)
+def messages_response(room_id: str, window: Window, prompt: str | None, status: int = 200) -> Response:
+    """The message list: the system message (when the prompt is not blank), then the window's turns."""
+    system = [{"role": "system", "content": prompt}] if prompt else []
+    body = {"room_id": room_id, "version": window.version, "messages": system + window.turns}
+    return json_response(status, body, window.version)
 
 
 @app.post("/rooms/<room_id>/messages")
 def append_message(room_id: str) -> Response:
     room_id, body = path_id("room_id", room_id), request_body()
-    prompt = rendered(room_id, body.get("context"))
+    prompt = system_prompt.render(room_id, body.get("context"))
     window, stored = room_history().append(
         room_id, body.get("role"), body.get("content"), body.get("message_id"), if_match()
     )
@@ -130,32 +127,32 @@ def append_message(room_id: str) -> Response:
 @app.get("/rooms/<room_id>/messages")
 def list_messages(room_id: str) -> Response:
     room_id = path_id("room_id", room_id)
-    prompt = rendered(room_id, app.current_event.query_string_parameters or {}, "query string")
+    prompt = system_prompt.render(room_id, app.current_event.query_string_parameters or {}, "query string")
     return messages_response(room_id, room_history().window(room_id), prompt)
 
 
-def change_message(room_id: str, message_id: str, operation: str, field: str, done: str) -> Response:
+def change_message(room_id: str, message_id: str, operation: Callable[..., Window], field: str, done: str) -> Response:
     """Edit, delete and reactions: the same request shape, one RoomHistory operation each."""
     room_id, message_id, body = path_id("room_id", room_id), path_id("message_id", message_id), request_body()
-    prompt = rendered(room_id, body.get("context"))
-    window = getattr(room_history(), operation)(room_id, message_id, body.get(field), if_match())
+    prompt = system_prompt.render(room_id, body.get("context"))
+    window = operation(room_history(), room_id, message_id, body.get(field), if_match())
     logger.info(done, room_id=room_id, message_id=message_id, version=window.version)
     return messages_response(room_id, window, prompt)
 
 
 @app.patch("/rooms/<room_id>/messages/<message_id>")
 def edit_message(room_id: str, message_id: str) -> Response:
-    return change_message(room_id, message_id, "edit", "content", "turn edited")
+    return change_message(room_id, message_id, RoomHistory.edit, "content", "turn edited")
 
 
 @app.delete("/rooms/<room_id>/messages/<message_id>")
 def delete_message(room_id: str, message_id: str) -> Response:
-    return change_message(room_id, message_id, "delete", "deleted_at", "turn marked deleted")
+    return change_message(room_id, message_id, RoomHistory.delete, "deleted_at", "turn marked deleted")
 
 
 @app.put("/rooms/<room_id>/messages/<message_id>/reactions")
 def set_reactions(room_id: str, message_id: str) -> Response:
-    return change_message(room_id, message_id, "react", "reactions", "reactions set")
+    return change_message(room_id, message_id, RoomHistory.react, "reactions", "reactions set")
 
 
 @app.get("/rooms/<room_id>")
@@ -200,29 +197,23 @@ def clear_room(room_id: str) -> Response:
 
 @app.exception_handler(HistoryError)
 def history_error(error: HistoryError) -> Response:
-    status, code = next(mapped for kind, mapped in ERRORS.items() if isinstance(error, kind))
+    status, code = error_status(error)
     if status >= 500:
         logger.warning("request failed", error=code, reason=str(error))
-    extra = {"version": error.version} if isinstance(error, VersionMismatch) else {}
-    return error_response(status, code, str(error), **extra)
-
-
-@app.exception_handler(parameters.exceptions.GetParameterError)
-def prompt_parameter_unavailable(error: Exception) -> Response:
-    logger.warning("system prompt parameter unavailable", reason=str(error))
-    return error_response(503, "template_unavailable", "the system prompt parameter could not be read; try again")
+    body = {"error": code, "message": str(error), **error.details}
+    return json_response(status, body, body.get("version"))  # a 412 carries the current version as its ETag
 
 
 @app.not_found
 def route_not_found(_: Exception) -> Response:
     event = app.current_event
-    return error_response(404, "route_not_found", f"no route for {event.http_method} {event.path}")
+    return error_response(404, "route_not_found", f"path: no route for {event.http_method} {event.path}")
 
 
 @app.exception_handler(Exception)
 def unexpected_error(error: Exception) -> Response:
     logger.exception("unexpected error")
-    return error_response(500, "internal_error", "the request failed unexpectedly; nothing was changed")
+    return error_response(500, "internal_error", "request: failed unexpectedly; nothing was changed")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -1,18 +1,29 @@
-"""Typed errors of the core; the API maps each to one HTTP status in one place."""
+"""Typed errors of the core; the API maps each class to one HTTP status in one place.
+
+Every message reads "<field>: <what is wrong>", where the field is the request field at fault or, for
+failures no field caused, the part that failed (`redis`, `template`).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class HistoryError(Exception):
     """Base of every error the core raises on purpose."""
 
-
-class InvalidInput(HistoryError):
-    """A request field is missing, of the wrong type or out of bounds."""
-
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field = field
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """Extra fields of the error body, beside "error" and "message"."""
+        return {}
+
+
+class InvalidInput(HistoryError):
+    """A request field is missing, of the wrong type or out of bounds."""
 
 
 class TurnTooLarge(HistoryError):
@@ -22,13 +33,20 @@ class TurnTooLarge(HistoryError):
 class MessageNotFound(HistoryError):
     """No turn in the window carries the requested message id."""
 
+    def __init__(self, message_id: str, field: str = "message_id"):
+        super().__init__(field, f"no turn with message id {message_id!r} in the window")
+
 
 class VersionMismatch(HistoryError):
     """The caller's If-Match version is not the room's version."""
 
     def __init__(self, expected: int, actual: int):
-        super().__init__(f"If-Match names version {expected} but the room is at version {actual}")
+        super().__init__("If-Match", f"names version {expected} but the room is at version {actual}")
         self.version = actual
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return {"version": self.version}
 
 
 class WriteConflict(HistoryError):
@@ -38,6 +56,13 @@ class WriteConflict(HistoryError):
 class StoreUnavailable(HistoryError):
     """Redis could not be reached, timed out, or is failing over."""
 
+    def __init__(self, reason: object):
+        super().__init__("redis", f"Redis is unavailable ({reason}); try again")
+
 
 class TemplateFailure(HistoryError):
     """The configured system prompt template does not compile or render."""
+
+
+class TemplateUnavailable(HistoryError):
+    """The system prompt template could not be read from its SSM parameter."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -10,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import rules
+from . import rows, rules
 from .errors import InvalidInput, VersionMismatch, WriteConflict
 from .settings import Settings
 from .store import RoomStore, connect
@@ -37,21 +36,6 @@ class RoomState:
     limit: int
     rebackfill_requested: bool
     last_activity: str | None
-
-
-def decode_rows(rows: list[str]) -> list[rules.Turn | None]:
-    """Stored rows as turns; a row that is not a turn (another writer's garbage) becomes None."""
-    turns = []
-    for row in rows:
-        try:
-            turn = json.loads(row)
-        except ValueError:
-            turn = None
-        valid = (
-            isinstance(turn, dict) and turn.get("role") in rules.ROLES and isinstance(turn.get("content"), (str, list))
-        )
-        turns.append({"role": turn["role"], "content": turn["content"]} if valid else None)
-    return turns
 
 
 def iso_from_ms(ms: int | None) -> str | None:
@@ -86,16 +70,16 @@ class RoomHistory:
     def window(self, room_id: str) -> Window:
         rules.validate_id("room_id", room_id)
         snapshot = self.store.read(room_id)
-        return Window(snapshot.version, _present(decode_rows(snapshot.rows)))
+        return Window(snapshot.version, _present(rows.decode_rows(snapshot.rows)))
 
     def state(self, room_id: str) -> RoomState:
         rules.validate_id("room_id", room_id)
-        snapshot = self.store.read(room_id, newest_only=True)
-        newest = decode_rows(snapshot.rows)
+        snapshot = self.store.read(room_id)
+        turns = _present(rows.decode_rows(snapshot.rows))  # counted as the message list shows them
         return RoomState(
             version=snapshot.version,
-            message_count=min(snapshot.length, snapshot.limit),
-            last_role=newest[-1]["role"] if newest and newest[-1] else None,
+            message_count=len(turns),
+            last_role=turns[-1]["role"] if turns else None,
             limit=snapshot.limit,
             rebackfill_requested=snapshot.rebackfill_requested,
             last_activity=iso_from_ms(snapshot.active_at_ms),
@@ -107,12 +91,12 @@ class RoomHistory:
         """Store a turn once; returns the window and whether it was stored now (False: already there)."""
         rules.validate_id("room_id", room_id)
         turn, message_id = rules.new_turn(role, content, message_id)
-        row = rules.encode_row(turn, self.settings.max_turn_bytes)
+        row = rows.encode_row(turn, self.settings.max_turn_bytes)
         result = self.store.append(room_id, row, message_id, self._now_ms(), expected_version)
-        return Window(result.version, _present(decode_rows(result.rows))), result.stored
+        return Window(result.version, _present(rows.decode_rows(result.rows))), result.stored
 
     def edit(self, room_id: str, message_id: Any, content: Any, expected_version: int | None = None) -> Window:
-        new = rules.validate_content(content)
+        new = self._within_size(rules.validate_content(content))
         found = rules.message_id_in(new)
         if found is not None and found != message_id:
             raise InvalidInput("content", f"holds the marker of message {found!r}, not {message_id!r}")
@@ -128,7 +112,7 @@ class RoomHistory:
         return self._change_text(room_id, message_id, mark, expected_version)
 
     def react(self, room_id: str, message_id: Any, reactions: Any, expected_version: int | None = None) -> Window:
-        value = rules.validate_reactions(reactions)
+        value = self._within_size(rules.validate_reactions(reactions))
         tag = lambda text: rules.set_reactions(text, message_id, value)  # noqa: E731
         return self._change_text(room_id, message_id, tag, expected_version)
 
@@ -158,6 +142,11 @@ class RoomHistory:
             reaped += self.store.reap(candidates, cutoff)
         return reaped
 
+    def _within_size(self, content: rules.Content) -> rules.Content:
+        """Refuse, before Redis is asked, new text that alone makes a turn larger than MAX_TURN_BYTES."""
+        rows.encode_row({"role": "user", "content": content}, self.settings.max_turn_bytes)
+        return content
+
     def _change_text(
         self, room_id: str, message_id: Any, change: Callable[[str], str], expected_version: int | None
     ) -> Window:
@@ -183,11 +172,11 @@ class RoomHistory:
             snapshot = self.store.read(room_id)
             if expected_version is not None and snapshot.version != expected_version:
                 raise VersionMismatch(expected_version, snapshot.version)
-            turns = decode_rows(snapshot.rows)
+            turns = rows.decode_rows(snapshot.rows)
             index = rules.find_turn(turns, message_id)
             turn = turns[index]
             changed = {"role": turn["role"], "content": change(turn["content"])}
-            new_row = rules.encode_row(changed, self.settings.max_turn_bytes)
+            new_row = rows.encode_row(changed, self.settings.max_turn_bytes)
             won, version = self.store.replace_turn(
                 room_id, snapshot.version, index - len(turns), snapshot.rows[index], new_row, self._now_ms()
             )
@@ -199,7 +188,7 @@ class RoomHistory:
                 raise VersionMismatch(expected_version, version)
             if attempt + 1 < WRITE_ATTEMPTS:
                 self._backoff(attempt)
-        raise WriteConflict(f"the room kept changing under {WRITE_ATTEMPTS} attempts; try again")
+        raise WriteConflict("room_id", f"the room kept changing under {WRITE_ATTEMPTS} attempts; try again")
 
     def _backoff(self, attempt: int) -> None:
         """Full jitter: spreads writers that lost the same race."""

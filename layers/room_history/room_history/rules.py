@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from datetime import datetime
 from typing import Any
 
-from .errors import InvalidInput, MessageNotFound, TurnTooLarge
+from .errors import InvalidInput, MessageNotFound
 
 ROLES = ("user", "assistant")
 MAX_ID_LENGTH = 256
@@ -17,7 +16,6 @@ MAX_NESTING = 32  # far deeper than any chat part; keeps Redis' cjson (limit 100
 MARKER_PATTERN = re.compile(r"\[Message ID: ([^\]]*)\]")
 REACTIONS_OPENING = " [Reactions: "
 DELETED_OPENING = " [deleted at "
-CONTEXT_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
 Content = str | list[dict[str, Any]]
 Turn = dict[str, Any]
@@ -128,36 +126,12 @@ def new_turn(role: Any, content: Any, message_id: Any = None) -> tuple[Turn, str
     return turn, message_id
 
 
-def encode_row(turn: Turn, max_bytes: int) -> str:
-    """The stored row: compact JSON {"role", "content"}, refused above max_bytes."""
-    try:
-        row = json.dumps(
-            {"role": turn["role"], "content": turn["content"]},
-            ensure_ascii=False,
-            allow_nan=False,
-            separators=(",", ":"),
-        )
-        size = len(row.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidInput("content", "must be valid Unicode (no lone surrogates)") from None
-    except ValueError:  # 1e999 parses as infinity, which JSON cannot carry back
-        raise InvalidInput("content", "must hold finite numbers only") from None
-    if size > max_bytes:
-        raise TurnTooLarge(f"the turn is {size} bytes, more than MAX_TURN_BYTES ({max_bytes})")
-    return row
-
-
-def marker_needle(message_id: str) -> str:
-    """The marker as it appears inside an encoded row, for the store's substring scan."""
-    return json.dumps(marker(message_id), ensure_ascii=False)[1:-1]
-
-
 def find_turn(turns: list[Turn | None], message_id: str) -> int:
     """Index of the newest turn whose own id (its first marker) is message_id; a quoted marker does not count."""
     for index in range(len(turns) - 1, -1, -1):
         if turns[index] is not None and message_id_in(turns[index]["content"]) == message_id:
             return index
-    raise MessageNotFound(f"no turn with message id {message_id!r} in the window")
+    raise MessageNotFound(message_id)
 
 
 def edit_content(old: Content, new: Content) -> Content:
@@ -239,23 +213,3 @@ def clamp_limit(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput("limit", "must be an integer")
     return max(MIN_LIMIT, min(MAX_LIMIT, value))
-
-
-def validate_context(value: Any, field: str = "context") -> dict[str, Any]:
-    """Template variables: plain identifiers only, so no key can reach dunder attributes."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidInput(field, "must be an object")
-    if nesting_depth(value) > MAX_NESTING:
-        raise InvalidInput(field, f"is nested deeper than {MAX_NESTING} levels")
-    try:
-        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInput(field, "must be valid Unicode (no lone surrogates)") from None
-    except ValueError:
-        raise InvalidInput(field, "must hold finite numbers only") from None
-    for key in value:
-        if not CONTEXT_KEY.match(key):
-            raise InvalidInput(f"{field}.{key}", "keys must be identifiers starting with a letter")
-    return value

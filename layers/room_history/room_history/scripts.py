@@ -5,6 +5,8 @@ room is one cluster slot); values arrive in ARGV. Writes return a status first:
 1 done, 0 compare-and-set lost or duplicate, -1 If-Match version mismatch.
 """
 
+from .rows import OWN_ID_LUA
+
 # Shared helpers prepended to the scripts that need them (Lua source only, never values).
 _EXPECTED_VERSION = """
 local version = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -18,25 +20,23 @@ end
 """
 
 READ_ROOM = """#!lua flags=no-writes
--- Read a room in one atomic step (a read-only script: it runs during a failover's write pause).
+-- Read a room's window in one atomic step (a read-only script: it runs during a failover's write pause).
 -- KEYS[1] turns list, KEYS[2] version counter, KEYS[3] room meta hash
--- ARGV[1] default window size, ARGV[2] 'window' for the whole window, 'newest' for the newest turn
--- Returns {version, list length, window size, rebackfill flag (0/1), active_at ms or nil, rows}
+-- ARGV[1] default window size
+-- Returns {version, window size, rebackfill flag (0/1), active_at ms or nil, rows}
 local limit = tonumber(redis.call('HGET', KEYS[3], 'limit') or ARGV[1])
-local first = -limit
-if ARGV[2] == 'newest' then first = -1 end
 return {
   tonumber(redis.call('GET', KEYS[2]) or '0'),
-  redis.call('LLEN', KEYS[1]),
   limit,
   redis.call('HEXISTS', KEYS[3], 'rebackfill'),
   redis.call('HGET', KEYS[3], 'active_at'),
-  redis.call('LRANGE', KEYS[1], first, -1),
+  redis.call('LRANGE', KEYS[1], -limit, -1),
 }
 """
 
 APPEND_TURN = (
     _EXPECTED_VERSION
+    + OWN_ID_LUA
     + """
 -- Append one turn unless a turn with its message id is already in the window.
 -- KEYS[1] turns list, KEYS[2] version counter, KEYS[3] room meta hash
@@ -47,27 +47,10 @@ APPEND_TURN = (
 -- {-1, version} expected version differs. A duplicate wins over If-Match: it already succeeded.
 local limit = tonumber(redis.call('HGET', KEYS[3], 'limit') or ARGV[4])
 
--- A turn's own id is the first marker of its text (the string, or the first text part).
-local function has_own_id(row)
-  local ok, turn = pcall(cjson.decode, row)
-  if not ok or type(turn) ~= 'table' then return false end
-  local text = turn.content
-  if type(text) == 'table' then
-    text = nil
-    for _, part in ipairs(turn.content) do
-      if type(part) == 'table' and part.type == 'text' and type(part.text) == 'string' then
-        text = part.text
-        break
-      end
-    end
-  end
-  return type(text) == 'string' and string.match(text, '%[Message ID: ([^%]]*)%]') == ARGV[3]
-end
-
 if ARGV[2] ~= '' then
   local rows = redis.call('LRANGE', KEYS[1], -limit, -1)
   for i = #rows, 1, -1 do
-    if string.find(rows[i], ARGV[2], 1, true) and has_own_id(rows[i]) then
+    if string.find(rows[i], ARGV[2], 1, true) and own_id(rows[i]) == ARGV[3] then
       return {0, version, rows}
     end
   end

@@ -10,7 +10,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import rules, scripts
+from . import rows, scripts
 from .errors import StoreUnavailable, VersionMismatch
 from .settings import Settings
 
@@ -46,7 +46,7 @@ def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
             return redis.RedisCluster.from_url(settings.redis_url, **options)
         return redis.Redis.from_url(settings.redis_url, **options)
     except (*UNAVAILABLE, redis.exceptions.RedisClusterException) as error:  # no node reachable at start
-        raise StoreUnavailable(f"Redis is unavailable: {error}") from error
+        raise StoreUnavailable(error) from error
 
 
 def _translate_unavailable(method):
@@ -55,11 +55,11 @@ def _translate_unavailable(method):
         try:
             return method(*args, **kwargs)
         except UNAVAILABLE as error:
-            raise StoreUnavailable(f"Redis is unavailable: {error}") from error
+            raise StoreUnavailable(error) from error
         except redis.ResponseError as error:
             # a script running too long, writes refused for want of replicas or after a failed snapshot
             if str(error).startswith(("BUSY ", "NOREPLICAS", "MISCONF")):
-                raise StoreUnavailable(f"Redis is unavailable: {error}") from error
+                raise StoreUnavailable(error) from error
             raise
 
     return wrapper
@@ -85,7 +85,6 @@ class RoomKeys:
 @dataclass(frozen=True)
 class RoomSnapshot:
     version: int
-    length: int
     limit: int
     rebackfill_requested: bool
     active_at_ms: int | None
@@ -108,30 +107,29 @@ class RoomStore:
         self.default_limit = default_limit
         # Outside every room's slot by design (no hash tag): updated beside the room's script.
         self.activity_index = f"{key_prefix}:activity"
-        self.read_room = client.register_script(scripts.READ_ROOM)
-        self.append_turn = client.register_script(scripts.APPEND_TURN)
+        self.read_room_script = client.register_script(scripts.READ_ROOM)
+        self.append_turn_script = client.register_script(scripts.APPEND_TURN)
         self.replace_turn_script = client.register_script(scripts.REPLACE_TURN)
         self.set_limit_script = client.register_script(scripts.SET_LIMIT)
-        self.clear_turns = client.register_script(scripts.CLEAR_TURNS)
+        self.clear_turns_script = client.register_script(scripts.CLEAR_TURNS)
         self.discard_rebackfill_script = client.register_script(scripts.DISCARD_REBACKFILL)
-        self.reap_room = client.register_script(scripts.REAP_ROOM)
-        self.unindex_idle_room = client.register_script(scripts.UNINDEX_IDLE_ROOM)
+        self.reap_room_script = client.register_script(scripts.REAP_ROOM)
+        self.unindex_idle_room_script = client.register_script(scripts.UNINDEX_IDLE_ROOM)
 
     def keys(self, room_id: str) -> RoomKeys:
         return RoomKeys.of(self.key_prefix, room_id)
 
     @_translate_unavailable
-    def read(self, room_id: str, newest_only: bool = False) -> RoomSnapshot:
+    def read(self, room_id: str) -> RoomSnapshot:
         """One atomic read; the only call retried on a dropped connection (a read can run twice)."""
-        keys, args = list(self.keys(room_id)), [self.default_limit, "newest" if newest_only else "window"]
+        keys, args = list(self.keys(room_id)), [self.default_limit]
         try:
-            reply = self.read_room(keys=keys, args=args)
+            reply = self._run(self.read_room_script, keys, args)
         except redis.ConnectionError:  # the connection dropped mid-read: one new connection, one new try
-            reply = self.read_room(keys=keys, args=args)
-        version, length, limit, rebackfill, active_at, rows = reply
+            reply = self._run(self.read_room_script, keys, args)
+        version, limit, rebackfill, active_at, rows = reply
         return RoomSnapshot(
             version=int(version),
-            length=int(length),
             limit=int(limit),
             rebackfill_requested=bool(rebackfill),
             active_at_ms=int(active_at) if active_at is not None else None,
@@ -143,9 +141,9 @@ class RoomStore:
         self, room_id: str, row: str, message_id: str | None, now_ms: int, expected_version: int | None
     ) -> AppendResult:
         """Store a row (or find its message id already in the window) and return the window as it now is."""
-        needle = rules.marker_needle(message_id) if message_id is not None else ""
+        needle = rows.marker_needle(message_id) if message_id is not None else ""
         args = [row, needle, message_id or "", self.default_limit, now_ms, _optional(expected_version)]
-        reply = self._checked(self._write_room(self.append_turn, room_id, args, now_ms), expected_version)
+        reply = self._checked(self._write_room(self.append_turn_script, room_id, args, now_ms), expected_version)
         return AppendResult(stored=reply[0] == 1, version=int(reply[1]), rows=list(reply[2]))
 
     @_translate_unavailable
@@ -167,7 +165,7 @@ class RoomStore:
     @_translate_unavailable
     def clear(self, room_id: str, now_ms: int, expected_version: int | None) -> int:
         args = [now_ms, _optional(expected_version)]
-        return int(self._checked(self._write_room(self.clear_turns, room_id, args, now_ms), expected_version)[1])
+        return int(self._checked(self._write_room(self.clear_turns_script, room_id, args, now_ms), expected_version)[1])
 
     @_translate_unavailable
     def discard_rebackfill(self, room_id: str, now_ms: int, expected_version: int | None) -> int:
@@ -183,12 +181,12 @@ class RoomStore:
     @_translate_unavailable
     def reap(self, room_ids: list[str], cutoff_ms: int) -> int:
         """Remove the rooms still idle at the cutoff; returns how many were removed."""
-        calls = [(self.reap_room, list(self.keys(room)), [cutoff_ms]) for room in room_ids]
+        calls = [(self.reap_room_script, list(self.keys(room)), [cutoff_ms]) for room in room_ids]
         replies = [_raised(reply) for reply in self._pipelined(calls)]
         index_updates = []
         for room, (removed, detail) in zip(room_ids, replies, strict=True):
             if removed:
-                index_updates.append((self.unindex_idle_room, [self.activity_index], [room, cutoff_ms]))
+                index_updates.append((self.unindex_idle_room_script, [self.activity_index], [room, cutoff_ms]))
             else:  # written since it was indexed: the room's own clock is the truth
                 index_updates.append((None, [self.activity_index], {room: detail}))
         for reply in self._pipelined(index_updates):
@@ -207,11 +205,16 @@ class RoomStore:
             log.warning("activity index not updated for room %s: %s", room_id, touched)
         return _raised(reply)
 
+    def _run(self, script, keys: list[str], args: list):
+        """One script call, through the same path as every other."""
+        return _raised(self._pipelined([(script, keys, args)])[0])
+
     def _pipelined(self, calls: list[tuple]) -> list:
         """Scripts (and ZADDs, script None) in one pipeline, replies in order, errors in place.
 
-        EVALSHA directly: `script(client=pipe)` would cost a SCRIPT EXISTS round trip on every
-        execute. Calls answered NOSCRIPT (Redis restarted or failed over) are loaded and sent again.
+        The one way scripts are sent, reads and writes alike. EVALSHA directly: `script(client=pipe)` would
+        cost a SCRIPT EXISTS round trip on every execute. Calls answered NOSCRIPT (Redis restarted or failed
+        over) are loaded and sent again, here and nowhere else.
         """
         replies = [None] * len(calls)
         pending = list(range(len(calls)))
