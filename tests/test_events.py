@@ -71,6 +71,7 @@ def test_scheduled_reap_event(backend):
     assert reaper(load_event("scheduled_reap.json"), context_for("ReaperFunction")) == {"reaped": 1}
     assert backend.keys("*{discord:*") == [
         "sg:conversation:{discord:5678}",
+        "sg:conversation:{discord:5678}:ids",
         "sg:conversation:{discord:5678}:meta",
         "sg:conversation:{discord:5678}:ver",
     ]

@@ -25,6 +25,7 @@ def test_keys_use_the_classic_layout_in_one_slot(history, redis_client):
         "sg:conversation:{discord:1234}",
         "sg:conversation:{discord:1234}:ver",
         "sg:conversation:{discord:1234}:meta",
+        "sg:conversation:{discord:1234}:ids",
     }
     assert set(redis_client.keys("*")) == room_keys | {"sg:conversation:activity"}
     assert len({key_slot(key.encode()) for key in room_keys}) == 1
@@ -46,6 +47,7 @@ def test_key_prefix_is_configurable(settings, redis_client):
     assert sorted(redis_client.keys("*")) == [
         "bot7:history:activity",
         "bot7:history:{discord:1234}",
+        "bot7:history:{discord:1234}:ids",
         "bot7:history:{discord:1234}:meta",
         "bot7:history:{discord:1234}:ver",
     ]
@@ -104,10 +106,10 @@ def test_replace_refuses_a_changed_version(history):
     history.append(ROOM, "user", "[Message ID: 1] hi")
     snapshot = history.store.read(ROOM)
     history.append(ROOM, "user", "[Message ID: 2] moved on")
-    won, version = history.store.replace_turn(
+    result = history.store.replace_turn(
         ROOM, snapshot.version, -1, snapshot.rows[0], '{"role":"user","content":"x"}', 1
     )
-    assert (won, version) == (False, 2)
+    assert (result.status, result.version) == (0, 2)
 
 
 def test_replace_refuses_a_changed_row_at_the_same_version(history, redis_client):
@@ -116,10 +118,10 @@ def test_replace_refuses_a_changed_row_at_the_same_version(history, redis_client
     snapshot = history.store.read(ROOM)
     redis_client.delete(*RoomKeys.of("sg:conversation", ROOM))
     history.append(ROOM, "user", "[Message ID: 9] another life")
-    won, _ = history.store.replace_turn(
+    result = history.store.replace_turn(
         ROOM, snapshot.version, -1, snapshot.rows[0], '{"role":"user","content":"x"}', 1
     )
-    assert not won
+    assert result.status == 0
     assert history.window(ROOM).turns == [{"role": "user", "content": "[Message ID: 9] another life"}]
 
 
@@ -146,6 +148,7 @@ class TestReaper:
         assert sorted(redis_client.keys("*")) == [
             "sg:conversation:activity",
             "sg:conversation:{room:new}",
+            "sg:conversation:{room:new}:ids",
             "sg:conversation:{room:new}:meta",
             "sg:conversation:{room:new}:ver",
         ]
@@ -200,7 +203,7 @@ def test_a_failed_index_touch_does_not_fail_the_write(history, redis_client, cap
 
 
 class DroppingProxy:
-    """A TCP proxy to Redis; once armed, Redis runs the next EVALSHA and the client is dropped instead of answered."""
+    """A TCP proxy to Redis; once armed, Redis runs the next transaction and the client is dropped, not answered."""
 
     def __init__(self, upstream_port: int):
         self.armed = threading.Event()
@@ -219,7 +222,7 @@ class DroppingProxy:
             while request := client.recv(1 << 20):
                 upstream.sendall(request)
                 reply = upstream.recv(1 << 20)
-                if self.armed.is_set() and b"EVALSHA" in request:
+                if self.armed.is_set() and b"EXEC" in request:
                     self.armed.clear()
                     return  # Redis ran it; the client never hears back
                 client.sendall(reply)

@@ -15,6 +15,7 @@ class HistoryError(Exception):
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.reason = message
 
     @property
     def details(self) -> dict[str, Any]:

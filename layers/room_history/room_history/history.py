@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import rows, rules
-from .errors import InvalidInput, VersionMismatch, WriteConflict
+from .errors import InvalidInput, MessageNotFound, TurnTooLarge, VersionMismatch, WriteConflict
 from .settings import Settings
-from .store import RoomStore, connect
+from .store import RoomStore, WriteResult, connect
 
 WRITE_ATTEMPTS = 16
 BACKOFF_BASE_SECONDS = 0.005
@@ -22,10 +22,18 @@ REAP_BATCH = 100
 
 @dataclass(frozen=True)
 class Window:
-    """The room's turns as of one version."""
+    """The room's turns (and summary) as of one version."""
 
     version: int
     turns: list[rules.Turn]
+    summary: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    stored: int
+    duplicates: int
+    dropped: int
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class RoomState:
     limit: int
     rebackfill_requested: bool
     last_activity: str | None
+    summary: str | None
 
 
 def iso_from_ms(ms: int | None) -> str | None:
@@ -67,15 +76,21 @@ class RoomHistory:
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def window(self, room_id: str) -> Window:
+    def window(self, room_id: str, unless_version: int | None = None) -> Window | None:
+        """The window; None when the room is still at `unless_version` (the caller's copy is current)."""
         rules.validate_id("room_id", room_id)
-        snapshot = self.store.read(room_id)
-        return Window(snapshot.version, _present(rows.decode_rows(snapshot.rows)))
+        snapshot = self.store.read(room_id, unless_version)
+        if snapshot.rows is None:
+            return None
+        return Window(snapshot.version, _turns(snapshot.rows), snapshot.summary)
 
-    def state(self, room_id: str) -> RoomState:
+    def state(self, room_id: str, unless_version: int | None = None) -> RoomState | None:
+        """The room's state; None when the room is still at `unless_version`."""
         rules.validate_id("room_id", room_id)
-        snapshot = self.store.read(room_id)
-        turns = _present(rows.decode_rows(snapshot.rows))  # counted as the message list shows them
+        snapshot = self.store.read(room_id, unless_version)
+        if snapshot.rows is None:
+            return None
+        turns = _turns(snapshot.rows)  # counted as the message list shows them
         return RoomState(
             version=snapshot.version,
             message_count=len(turns),
@@ -83,6 +98,7 @@ class RoomHistory:
             limit=snapshot.limit,
             rebackfill_requested=snapshot.rebackfill_requested,
             last_activity=iso_from_ms(snapshot.active_at_ms),
+            summary=snapshot.summary,
         )
 
     def append(
@@ -90,10 +106,40 @@ class RoomHistory:
     ) -> tuple[Window, bool]:
         """Store a turn once; returns the window and whether it was stored now (False: already there)."""
         rules.validate_id("room_id", room_id)
-        turn, message_id = rules.new_turn(role, content, message_id)
-        row = rows.encode_row(turn, self.settings.max_turn_bytes)
-        result = self.store.append(room_id, row, message_id, self._now_ms(), expected_version)
-        return Window(result.version, _present(rows.decode_rows(result.rows))), result.stored
+        row, dedupe_keys = self._new_row({"role": role, "content": content, "message_id": message_id})
+        result = self.store.append(room_id, row, dedupe_keys, self._now_ms(), expected_version)
+        return _window(result), result.status == 1
+
+    def append_batch(
+        self, room_id: str, turns: Any, position: Any = None, expected_version: int | None = None
+    ) -> tuple[Window, BatchCounts]:
+        """Validate every turn, then store them in one step: at the end, or before the oldest turn."""
+        rules.validate_id("room_id", room_id)
+        at_start = rules.validate_position(position)
+        if not isinstance(turns, list) or not 1 <= len(turns) <= rules.MAX_BATCH:
+            raise InvalidInput("turns", f"must be a list of 1 to {rules.MAX_BATCH} turns")
+        prepared = []
+        for index, fields in enumerate(turns):
+            try:
+                if not isinstance(fields, dict):
+                    raise InvalidInput("", "must be an object")
+                prepared.append(self._new_row(fields))
+            except (InvalidInput, TurnTooLarge) as error:
+                field = f"turns[{index}].{error.field}" if error.field else f"turns[{index}]"
+                raise type(error)(field, error.reason) from None
+        result = self.store.append_batch(room_id, prepared, at_start, self._now_ms(), expected_version)
+        return _window(result), BatchCounts(*(int(count) for count in result.details))
+
+    def compact(self, room_id: str, through: Any, summary: Any, expected_version: int | None = None) -> Window:
+        """Replace the turns up to and including `through` by the summary, keeping every later turn."""
+        rules.validate_id("room_id", room_id)
+        rules.validate_id("through", through)
+        summary = rules.validate_summary(summary)
+        rows.encode_row({"role": "user", "content": summary}, self.settings.max_turn_bytes, field="summary")
+        result = self.store.compact(room_id, through, summary, self._now_ms(), expected_version)
+        if result.status == -2:
+            raise MessageNotFound(through, field="through")
+        return _window(result)
 
     def edit(self, room_id: str, message_id: Any, content: Any, expected_version: int | None = None) -> Window:
         new = self._within_size(rules.validate_content(content))
@@ -142,6 +188,11 @@ class RoomHistory:
             reaped += self.store.reap(candidates, cutoff)
         return reaped
 
+    def _new_row(self, fields: dict[str, Any]) -> tuple[str, list[str]]:
+        """A validated turn of a request body as its stored row and dedupe keys."""
+        turn, _ = rules.new_turn(fields.get("role"), fields.get("content"), fields.get("message_id"))
+        return rows.encode_row(turn, self.settings.max_turn_bytes), rows.dedupe_keys(turn)
+
     def _within_size(self, content: rules.Content) -> rules.Content:
         """Refuse, before Redis is asked, new text that alone makes a turn larger than MAX_TURN_BYTES."""
         rows.encode_row({"role": "user", "content": content}, self.settings.max_turn_bytes)
@@ -177,15 +228,14 @@ class RoomHistory:
             turn = turns[index]
             changed = {"role": turn["role"], "content": change(turn["content"])}
             new_row = rows.encode_row(changed, self.settings.max_turn_bytes)
-            won, version = self.store.replace_turn(
+            result = self.store.replace_turn(
                 room_id, snapshot.version, index - len(turns), snapshot.rows[index], new_row, self._now_ms()
             )
-            if won:
-                turns[index] = changed
-                return Window(version, _present(turns))
+            if result.status == 1:
+                return _window(result)
             self.conflicts += 1
             if expected_version is not None:
-                raise VersionMismatch(expected_version, version)
+                raise VersionMismatch(expected_version, result.version)
             if attempt + 1 < WRITE_ATTEMPTS:
                 self._backoff(attempt)
         raise WriteConflict("room_id", f"the room kept changing under {WRITE_ATTEMPTS} attempts; try again")
@@ -195,5 +245,10 @@ class RoomHistory:
         self.sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)))
 
 
-def _present(turns: list[rules.Turn | None]) -> list[rules.Turn]:
-    return [turn for turn in turns if turn is not None]
+def _turns(stored: list[str]) -> list[rules.Turn]:
+    """The rows that are turns (another writer's garbage is skipped)."""
+    return [turn for turn in rows.decode_rows(stored) if turn is not None]
+
+
+def _window(result: WriteResult) -> Window:
+    return Window(result.version, _turns(result.rows), result.summary)

@@ -10,14 +10,18 @@ import json
 from typing import Any
 
 from .errors import InvalidInput, TurnTooLarge
-from .rules import ROLES, marker
+from .rules import ROLES, marker, message_id_in
 
-# Lua twin of rules.message_id_in: a turn's own id is the first marker of its text (the content string,
-# or its first text part). tests/test_rows.py feeds both the same rows.
+# Lua twins of rules.message_id_in (a turn's own id is the first marker of its text: the content string,
+# or its first text part) and of dedupe_keys. tests/test_rows.py feeds both sides the same rows.
 OWN_ID_LUA = """
-local function own_id(row)
+local function decoded(row)
   local ok, turn = pcall(cjson.decode, row)
-  if not ok or type(turn) ~= 'table' then return nil end
+  if ok and type(turn) == 'table' then return turn end
+  return nil
+end
+
+local function own_id_of(turn)
   local text = turn.content
   if type(text) == 'table' then
     text = nil
@@ -31,10 +35,22 @@ local function own_id(row)
   if type(text) ~= 'string' then return nil end
   return string.match(text, '%[Message ID: ([^%]]*)%]')
 end
+
+local function own_id(row)
+  local turn = decoded(row)
+  return turn and own_id_of(turn)
+end
+
+local function dedupe_keys(row)
+  local turn = decoded(row)
+  local own = turn and own_id_of(turn)
+  if own then return {'id:' .. own} end
+  return {}
+end
 """
 
 
-def encode_row(turn: dict[str, Any], max_bytes: int) -> str:
+def encode_row(turn: dict[str, Any], max_bytes: int, field: str = "content") -> str:
     """The stored row, refused above max_bytes (the turn's size is what MAX_TURN_BYTES bounds)."""
     try:
         row = json.dumps(
@@ -45,11 +61,11 @@ def encode_row(turn: dict[str, Any], max_bytes: int) -> str:
         )
         size = len(row.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidInput("content", "must be valid Unicode (no lone surrogates)") from None
+        raise InvalidInput(field, "must be valid Unicode (no lone surrogates)") from None
     except ValueError:  # 1e999 parses as infinity, which JSON cannot carry back
-        raise InvalidInput("content", "must hold finite numbers only") from None
+        raise InvalidInput(field, "must hold finite numbers only") from None
     if size > max_bytes:
-        raise TurnTooLarge("content", f"the turn is {size} bytes, more than MAX_TURN_BYTES ({max_bytes})")
+        raise TurnTooLarge(field, f"the turn is {size} bytes, more than MAX_TURN_BYTES ({max_bytes})")
     return row
 
 
@@ -71,3 +87,9 @@ def decode_row(row: str) -> dict[str, Any] | None:
 def marker_needle(message_id: str) -> str:
     """The marker as it appears inside an encoded row: a cheap substring test before Lua decodes the row."""
     return json.dumps(marker(message_id), ensure_ascii=False)[1:-1]
+
+
+def dedupe_keys(turn: dict[str, Any]) -> list[str]:
+    """The keys that make a later copy of this turn a duplicate: its own message id, when it has one."""
+    own = message_id_in(turn["content"])
+    return [] if own is None else [f"id:{own}"]

@@ -12,6 +12,8 @@ from .errors import InvalidInput, MessageNotFound
 ROLES = ("user", "assistant")
 MAX_ID_LENGTH = 256
 MIN_LIMIT, MAX_LIMIT = 50, 1000
+MAX_BATCH = 100
+POSITIONS = ("end", "start")
 MAX_NESTING = 32  # far deeper than any chat part; keeps Redis' cjson (limit 1000) and recursion safe
 MARKER_PATTERN = re.compile(r"\[Message ID: ([^\]]*)\]")
 REACTIONS_OPENING = " [Reactions: "
@@ -213,3 +215,18 @@ def clamp_limit(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput("limit", "must be an integer")
     return max(MIN_LIMIT, min(MAX_LIMIT, value))
+
+
+def validate_position(value: Any) -> bool:
+    """Where a batch goes: True for before the oldest turn ("start"), False for the end (the default)."""
+    if value is None:
+        return False
+    if value not in POSITIONS:
+        raise InvalidInput("position", "must be 'end' or 'start'")
+    return value == "start"
+
+
+def validate_summary(value: Any) -> str:
+    if not isinstance(value, str) or value.strip() == "":
+        raise InvalidInput("summary", "must be a non-empty string")
+    return value

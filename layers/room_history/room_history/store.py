@@ -10,7 +10,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import rows, scripts
+from . import rows, rules, scripts
 from .errors import StoreUnavailable, VersionMismatch
 from .settings import Settings
 
@@ -58,7 +58,8 @@ def _translate_unavailable(method):
             raise StoreUnavailable(error) from error
         except redis.ResponseError as error:
             # a script running too long, writes refused for want of replicas or after a failed snapshot
-            if str(error).startswith(("BUSY ", "NOREPLICAS", "MISCONF")):
+            reason = str(error).split("caused error: ", 1)[-1]  # a pipeline names the command before it
+            if reason.startswith(("BUSY ", "NOREPLICAS", "MISCONF")):
                 raise StoreUnavailable(error) from error
             raise
 
@@ -72,44 +73,61 @@ class RoomKeys:
     turns: str
     version: str
     meta: str
+    dedupe: str
 
     @classmethod
     def of(cls, prefix: str, room_id: str) -> RoomKeys:
         base = f"{prefix}:{{{room_id}}}"
-        return cls(turns=base, version=f"{base}:ver", meta=f"{base}:meta")
+        return cls(turns=base, version=f"{base}:ver", meta=f"{base}:meta", dedupe=f"{base}:ids")
 
     def __iter__(self):
-        return iter((self.turns, self.version, self.meta))
+        return iter((self.turns, self.version, self.meta, self.dedupe))
 
 
 @dataclass(frozen=True)
 class RoomSnapshot:
+    """A room as of one version; `rows` is None when a conditional read found the caller's copy current."""
+
     version: int
     limit: int
     rebackfill_requested: bool
     active_at_ms: int | None
-    rows: list[str]
+    summary: str | None
+    rows: list[str] | None
 
 
 @dataclass(frozen=True)
-class AppendResult:
-    stored: bool
+class WriteResult:
+    """What a write did, and the window right after it (read in the same transaction)."""
+
+    status: int
     version: int
     rows: list[str]
+    summary: str | None
+    details: list
+
+
+# A write touches the reaper's activity index (another slot, so another round trip) at most this often per room.
+INDEX_REFRESH_MS = 60_000
+META_FIELDS = ("limit", "rebackfill", "active_at", "summary")
 
 
 class RoomStore:
-    """Keys and scripts of every room under one prefix; all methods are one round trip."""
+    """Keys and scripts of every room under one prefix; every method is one round trip (a transaction)."""
 
     def __init__(self, client: redis.Redis | redis.RedisCluster, key_prefix: str, default_limit: int):
         self.client = client
         self.key_prefix = key_prefix
         self.default_limit = default_limit
-        # Outside every room's slot by design (no hash tag): updated beside the room's script.
+        # LRANGE reads at most this many rows; the window size (known only with the reply) cuts the rest.
+        self.max_rows = max(default_limit, rules.MAX_LIMIT)
+        # Outside every room's slot by design (no hash tag): touched after the room's write when it is due.
         self.activity_index = f"{key_prefix}:activity"
-        self.read_room_script = client.register_script(scripts.READ_ROOM)
+        self.read_if_changed_script = client.register_script(scripts.READ_ROOM_IF_CHANGED)
         self.append_turn_script = client.register_script(scripts.APPEND_TURN)
+        self.append_batch_script = client.register_script(scripts.APPEND_BATCH)
         self.replace_turn_script = client.register_script(scripts.REPLACE_TURN)
+        self.compact_script = client.register_script(scripts.COMPACT)
         self.set_limit_script = client.register_script(scripts.SET_LIMIT)
         self.clear_turns_script = client.register_script(scripts.CLEAR_TURNS)
         self.discard_rebackfill_script = client.register_script(scripts.DISCARD_REBACKFILL)
@@ -120,58 +138,98 @@ class RoomStore:
         return RoomKeys.of(self.key_prefix, room_id)
 
     @_translate_unavailable
-    def read(self, room_id: str) -> RoomSnapshot:
-        """One atomic read; the only call retried on a dropped connection (a read can run twice)."""
-        keys, args = list(self.keys(room_id)), [self.default_limit]
+    def read(self, room_id: str, unless_version: int | None = None) -> RoomSnapshot:
+        """One atomic read (MULTI/EXEC of plain reads, so it also runs during a failover's write pause).
+
+        With `unless_version`, a room still at that version answers without its rows. The only call
+        retried on a dropped connection: a read can run twice.
+        """
         try:
-            reply = self._run(self.read_room_script, keys, args)
+            return self._read(room_id, unless_version)
         except redis.ConnectionError:  # the connection dropped mid-read: one new connection, one new try
-            reply = self._run(self.read_room_script, keys, args)
-        version, limit, rebackfill, active_at, rows = reply
+            return self._read(room_id, unless_version)
+
+    def _read(self, room_id: str, unless_version: int | None) -> RoomSnapshot:
+        keys = self.keys(room_id)
+        if unless_version is not None:
+            reply = self._transaction([(self.read_if_changed_script, list(keys), [unless_version, self.max_rows])])[0]
+            if len(reply) == 1:
+                return RoomSnapshot(int(reply[0]), 0, False, None, None, None)
+            version, limit, rebackfill, active_at, summary, rows = reply
+        else:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.get(keys.version)
+            pipe.hmget(keys.meta, META_FIELDS)
+            pipe.lrange(keys.turns, -self.max_rows, -1)
+            version, (limit, rebackfill, active_at, summary), rows = pipe.execute()
+        limit = int(limit) if limit is not None else self.default_limit
         return RoomSnapshot(
-            version=int(version),
-            limit=int(limit),
-            rebackfill_requested=bool(rebackfill),
+            version=int(version or 0),
+            limit=limit,
+            rebackfill_requested=rebackfill is not None,
             active_at_ms=int(active_at) if active_at is not None else None,
-            rows=list(rows),
+            summary=summary,
+            rows=rows[-limit:],
         )
 
     @_translate_unavailable
     def append(
-        self, room_id: str, row: str, message_id: str | None, now_ms: int, expected_version: int | None
-    ) -> AppendResult:
-        """Store a row (or find its message id already in the window) and return the window as it now is."""
-        needle = rows.marker_needle(message_id) if message_id is not None else ""
-        args = [row, needle, message_id or "", self.default_limit, now_ms, _optional(expected_version)]
-        reply = self._checked(self._write_room(self.append_turn_script, room_id, args, now_ms), expected_version)
-        return AppendResult(stored=reply[0] == 1, version=int(reply[1]), rows=list(reply[2]))
+        self, room_id: str, row: str, dedupe_keys: list[str], now_ms: int, expected_version: int | None
+    ) -> WriteResult:
+        """Store a row unless a turn with one of its dedupe keys is in the window (status 0)."""
+        args = [row, self.default_limit, now_ms, INDEX_REFRESH_MS, _optional(expected_version), *dedupe_keys]
+        return self._write(self.append_turn_script, room_id, args, now_ms, expected_version)
+
+    @_translate_unavailable
+    def append_batch(
+        self,
+        room_id: str,
+        turns: list[tuple[str, list[str]]],
+        at_start: bool,
+        now_ms: int,
+        expected_version: int | None,
+    ) -> WriteResult:
+        """Store (row, dedupe keys) pairs in one step; details are (stored, duplicates, dropped)."""
+        args = [self.default_limit, now_ms, INDEX_REFRESH_MS, _optional(expected_version)]
+        args += ["start" if at_start else "end", len(turns)]
+        for row, dedupe_keys in turns:
+            args += [row, len(dedupe_keys), *dedupe_keys]
+        return self._write(self.append_batch_script, room_id, args, now_ms, expected_version)
 
     @_translate_unavailable
     def replace_turn(
         self, room_id: str, read_version: int, index_from_end: int, old_row: str, new_row: str, now_ms: int
-    ) -> tuple[bool, int]:
-        """Compare-and-set one row; returns (won, version now)."""
-        args = [read_version, index_from_end, old_row, new_row, now_ms]
-        won, version = self._write_room(self.replace_turn_script, room_id, args, now_ms)
-        return won == 1, int(version)
+    ) -> WriteResult:
+        """Compare-and-set one row; status 0 when the room or the row changed since it was read."""
+        args = [read_version, index_from_end, old_row, new_row, now_ms, INDEX_REFRESH_MS, self.default_limit]
+        return self._write(self.replace_turn_script, room_id, args, now_ms, None)
+
+    @_translate_unavailable
+    def compact(
+        self, room_id: str, through: str, summary: str, now_ms: int, expected_version: int | None
+    ) -> WriteResult:
+        """Replace the turns through message `through` by the summary; status -2 when it is not in the window."""
+        args = [through, rows.marker_needle(through), summary, now_ms, INDEX_REFRESH_MS]
+        args += [_optional(expected_version), self.default_limit]
+        return self._write(self.compact_script, room_id, args, now_ms, expected_version)
 
     @_translate_unavailable
     def set_limit(self, room_id: str, limit: int, now_ms: int, expected_version: int | None) -> tuple[int, bool]:
         """Returns (version, rebackfill requested)."""
-        args = [limit, self.default_limit, now_ms, _optional(expected_version)]
-        reply = self._checked(self._write_room(self.set_limit_script, room_id, args, now_ms), expected_version)
-        return int(reply[1]), bool(reply[2])
+        args = [limit, self.default_limit, now_ms, INDEX_REFRESH_MS, _optional(expected_version)]
+        result = self._write(self.set_limit_script, room_id, args, now_ms, expected_version, window=False)
+        return result.version, bool(result.details[0])
 
     @_translate_unavailable
     def clear(self, room_id: str, now_ms: int, expected_version: int | None) -> int:
-        args = [now_ms, _optional(expected_version)]
-        return int(self._checked(self._write_room(self.clear_turns_script, room_id, args, now_ms), expected_version)[1])
+        args = [now_ms, INDEX_REFRESH_MS, _optional(expected_version), self.default_limit]
+        return self._write(self.clear_turns_script, room_id, args, now_ms, expected_version, window=False).version
 
     @_translate_unavailable
     def discard_rebackfill(self, room_id: str, now_ms: int, expected_version: int | None) -> int:
-        args = [now_ms, _optional(expected_version)]
-        reply = self._write_room(self.discard_rebackfill_script, room_id, args, now_ms)
-        return int(self._checked(reply, expected_version)[1])
+        args = [now_ms, INDEX_REFRESH_MS, _optional(expected_version), self.default_limit]
+        script = self.discard_rebackfill_script
+        return self._write(script, room_id, args, now_ms, expected_version, window=False).version
 
     @_translate_unavailable
     def idle_rooms(self, cutoff_ms: int, count: int) -> list[str]:
@@ -193,52 +251,75 @@ class RoomStore:
             _raised(reply)
         return sum(1 for removed, deleted in replies if removed and deleted)
 
-    def _write_room(self, script, room_id: str, args: list, now_ms: int):
-        """Run a room script and touch the activity index in the same round trip.
+    def _write(
+        self, script, room_id: str, args: list, now_ms: int, expected_version: int | None, window: bool = True
+    ) -> WriteResult:
+        """Run a room script and read the window in the same transaction; touch the activity index when due.
 
-        The index is a hint (the reaper trusts the room's own clock), so a failed touch is logged,
-        not raised: the room's write happened, and answering an error would invite a second one.
+        The index is a hint (the reaper trusts the room's own clock), so a failed touch is logged, not
+        raised: the room's write happened, and answering an error would invite a second one.
         """
-        index_touch = (None, [self.activity_index], {room_id: now_ms})
-        reply, touched = self._pipelined([(script, list(self.keys(room_id)), args), index_touch])
-        if isinstance(touched, Exception):
-            log.warning("activity index not updated for room %s: %s", room_id, touched)
-        return _raised(reply)
+        keys = self.keys(room_id)
+        calls = [(script, list(keys), args)]
+        if window:
+            calls += [(None, keys, "window"), (None, keys, "summary")]
+        reply, *after = self._transaction(calls)
+        status, version = int(reply[0]), int(reply[1])
+        if status == -1:
+            raise VersionMismatch(expected_version, version)
+        limit, touch, details = int(reply[2]), reply[3], reply[4:]
+        if touch:
+            try:
+                self.client.zadd(self.activity_index, {room_id: now_ms}, gt=True)
+            except redis.RedisError as error:
+                log.warning("activity index not updated for room %s: %s", room_id, error)
+        window_rows, summary = after if after else ([], None)
+        return WriteResult(status, version, window_rows[-limit:], summary, details)
 
-    def _run(self, script, keys: list[str], args: list):
-        """One script call, through the same path as every other."""
-        return _raised(self._pipelined([(script, keys, args)])[0])
+    def _transaction(self, calls: list[tuple]) -> list:
+        """Calls on one room's keys in MULTI/EXEC, replies in order; an error raised."""
+        return [_raised(reply) for reply in self._send(calls, transaction=True)]
 
     def _pipelined(self, calls: list[tuple]) -> list:
-        """Scripts (and ZADDs, script None) in one pipeline, replies in order, errors in place.
+        """Calls on many rooms (the reaper's), one pipeline, replies in order, errors in place."""
+        return self._send(calls, transaction=False)
 
-        The one way scripts are sent, reads and writes alike. EVALSHA directly: `script(client=pipe)` would
-        cost a SCRIPT EXISTS round trip on every execute. Calls answered NOSCRIPT (Redis restarted or failed
-        over) are loaded and sent again, here and nowhere else.
+    def _send(self, calls: list[tuple], transaction: bool) -> list:
+        """The one way scripts are sent: (script, keys, args) calls, or script None for the plain reads
+        beside them ("window": LRANGE of the turns, "summary") or a ZADD of the activity index, in one
+        round trip.
+
+        EVALSHA directly: `script(client=pipe)` would cost a SCRIPT EXISTS round trip on every call.
+        Calls answered NOSCRIPT (Redis restarted or failed over and lost its script cache) have their
+        scripts loaded and are sent again, here and nowhere else; a transaction is sent again whole, so
+        its reads still follow its writes.
         """
-        replies = [None] * len(calls)
+        replies: list = [None] * len(calls)
         pending = list(range(len(calls)))
         for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.client.pipeline(transaction=transaction)
             for script, keys, args in (calls[index] for index in pending):
-                if script is None:
-                    pipe.zadd(keys[0], args, gt=True)
-                else:  # ClusterPipeline blocks its evalsha() method, not the command
+                if script is not None:  # ClusterPipeline blocks its evalsha() method, not the command
                     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                elif args == "window":
+                    pipe.lrange(keys.turns, -self.max_rows, -1)
+                elif args == "summary":
+                    pipe.hget(keys.meta, "summary")
+                else:
+                    pipe.zadd(keys[0], args, gt=True)
             for index, reply in zip(pending, pipe.execute(raise_on_error=False), strict=True):
                 replies[index] = reply
-            pending = [index for index in pending if isinstance(replies[index], redis.exceptions.NoScriptError)]
-            if not pending or attempt == 2:
+            missing = [index for index in pending if _no_script(replies[index])]
+            if not missing or attempt == 2:
                 return replies
-            for script in {calls[index][0] for index in pending}:
+            for script in {calls[index][0] for index in missing}:
                 script.sha = self.client.script_load(script.script)
+            pending = pending if transaction else missing
         return replies
 
-    @staticmethod
-    def _checked(reply: list, expected_version: int | None) -> list:
-        if reply[0] == -1:
-            raise VersionMismatch(expected_version, int(reply[1]))
-        return reply
+
+def _no_script(reply) -> bool:
+    return isinstance(reply, redis.exceptions.NoScriptError)
 
 
 def _optional(version: int | None) -> str | int:
