@@ -110,4 +110,5 @@ def unknown_room_state(room_id: str) -> dict:
         "limit": 100,
         "rebackfill_requested": False,
         "last_activity": None,
+        "summary": None,
     }

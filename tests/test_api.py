@@ -503,3 +503,23 @@ def test_unreadable_prompt_parameter_without_a_region_is_503(backend, monkeypatc
     reply = api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": "hi"})
     assert reply.status == 503 and reply.body["error"] == "template_unavailable"
     assert backend.keys() == []
+
+
+class TestConditionalReads:
+    @pytest.mark.parametrize("path", [room_path(ROOM, "messages"), room_path(ROOM)])
+    @pytest.mark.parametrize("validator", ["1", '"1"', 'W/"1"'])
+    def test_a_current_copy_is_304_without_a_body(self, api, path, validator):
+        post(api, "[Message ID: 1] a")
+        reply = api.call("GET", path, headers={"if-none-match": validator})
+        assert reply.status == 304 and reply.body is None and reply.headers["ETag"] == '"1"'
+
+    @pytest.mark.parametrize("path", [room_path(ROOM, "messages"), room_path(ROOM)])
+    def test_a_stale_copy_gets_the_room(self, api, path):
+        post(api, "[Message ID: 1] a")
+        post(api, "[Message ID: 2] b")
+        reply = api.call("GET", path, headers={"if-none-match": '"1"'})
+        assert reply.status == 200 and reply.body["version"] == 2 and reply.headers["ETag"] == '"2"'
+
+    def test_a_bad_validator_is_400(self, api):
+        reply = api.call("GET", room_path(ROOM, "messages"), headers={"if-none-match": "yesterday"})
+        assert reply.status == 400 and reply.body["message"].startswith("If-None-Match: ")

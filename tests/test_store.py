@@ -62,6 +62,9 @@ def test_round_trips_per_operation(history):
         "edit": lambda: history.edit(ROOM, "1", "[Message ID: 1] hey"),
         "delete": lambda: history.delete(ROOM, "1"),
         "react": lambda: history.react(ROOM, "2", "👍 x1"),
+        "batch": lambda: history.append_batch(ROOM, [{"role": "user", "content": "[Message ID: 3] b"}]),
+        "batch start": lambda: history.append_batch(ROOM, [{"role": "user", "content": "x"}], "start"),
+        "compact": lambda: history.compact(ROOM, "3", "summary"),
         "set_limit": lambda: history.set_limit(ROOM, 200),
         "discard_rebackfill": lambda: history.discard_rebackfill(ROOM),
         "clear": lambda: history.clear(ROOM),
@@ -80,6 +83,9 @@ def test_round_trips_per_operation(history):
         "append duplicate": 1,
         "window": 1,
         "state": 1,
+        "batch": 1,
+        "batch start": 1,
+        "compact": 1,
         "edit": 2,
         "delete": 2,
         "react": 2,
@@ -87,6 +93,21 @@ def test_round_trips_per_operation(history):
         "discard_rebackfill": 1,
         "clear": 1,
     }
+
+
+def test_a_conditional_read_of_a_current_room_is_one_round_trip_without_the_turns(history, redis_client):
+    for number in range(20):
+        history.append(ROOM, "user", f"[Message ID: {number}] turn")
+    version = history.state(ROOM).version
+    history.window(ROOM, unless_version=version)  # the script is loaded
+    redis_client.config_resetstat()
+    with round_trips() as counter:
+        assert history.window(ROOM, unless_version=version) is None
+        assert history.state(ROOM, unless_version=version) is None
+    assert counter["n"] == 2
+    assert "cmdstat_lrange" not in redis_client.info("commandstats")  # the turns were not read
+    changed = history.window(ROOM, unless_version=version - 1)
+    assert changed.version == version and len(changed.turns) == 20
 
 
 def test_scripts_reload_after_the_script_cache_is_flushed(history, redis_client):

@@ -86,15 +86,25 @@ def request_body() -> dict[str, Any]:
     return body
 
 
-def if_match() -> int | None:
-    """The If-Match version: a bare number or an ETag such as "7"; `*` (any current version) is no condition."""
-    raw = app.current_event.headers.get("if-match")
+def version_header(name: str) -> int | None:
+    """A version precondition: a bare number or an ETag such as "7" or W/"7"; `*` (any version) is none."""
+    raw = app.current_event.headers.get(name.lower())
     if raw is None or raw.strip() == "*":
         return None
     value = raw.strip().removeprefix("W/").strip('"')
     if not value.isascii() or not value.isdigit() or len(value) > 19:  # versions are Redis int64 counters
-        raise InvalidInput("If-Match", "must be a room version number")
+        raise InvalidInput(name, "must be a room version number")
     return int(value)
+
+
+def if_match() -> int | None:
+    """Writes: act only on the version the frontend rendered."""
+    return version_header("If-Match")
+
+
+def if_none_match() -> int | None:
+    """Reads: the frontend's copy is current at this version (then 304)."""
+    return version_header("If-None-Match")
 
 
 def path_id(field: str, raw: str) -> str:
@@ -106,38 +116,72 @@ def no_content(version: int) -> Response:
     return Response(204, headers={"ETag": f'"{version}"'})
 
 
-def messages_response(room_id: str, window: Window, prompt: str | None, status: int = 200) -> Response:
-    """The message list: the system message (when the prompt is not blank), then the window's turns."""
-    system = [{"role": "system", "content": prompt}] if prompt else []
-    body = {"room_id": room_id, "version": window.version, "messages": system + window.turns}
-    return json_response(status, body, window.version)
+def not_modified(version: int) -> Response:
+    return Response(304, headers={"ETag": f'"{version}"'})
+
+
+class MessageList:
+    """The body of every message route, for one request's room and template context."""
+
+    def __init__(self, room_id: str, context: Any, field: str = "context"):
+        self.room_id, self.context, self.field = room_id, context, field
+        # Rendered before any write, so a bad context or a failing template changes nothing.
+        self.prompt = system_prompt.render(room_id, context, field)
+
+    def response(self, window: Window, status: int = 200, **counts: int) -> Response:
+        """The system message (when the prompt is not blank), then the window's turns."""
+        prompt = self.prompt
+        if window.summary is not None:  # the room's summary is known once Redis answered
+            prompt = system_prompt.render(self.room_id, self.context, self.field, window.summary)
+        system = [{"role": "system", "content": prompt}] if prompt else []
+        body = {"room_id": self.room_id, "version": window.version, "messages": system + window.turns, **counts}
+        return json_response(status, body, window.version)
 
 
 @app.post("/rooms/<room_id>/messages")
 def append_message(room_id: str) -> Response:
     room_id, body = path_id("room_id", room_id), request_body()
-    prompt = system_prompt.render(room_id, body.get("context"))
+    messages = MessageList(room_id, body.get("context"))
     window, stored = room_history().append(
         room_id, body.get("role"), body.get("content"), body.get("message_id"), if_match()
     )
     logger.info("turn appended" if stored else "turn already stored", room_id=room_id, version=window.version)
-    return messages_response(room_id, window, prompt, 201 if stored else 200)
+    return messages.response(window, 201 if stored else 200)
 
 
 @app.get("/rooms/<room_id>/messages")
 def list_messages(room_id: str) -> Response:
-    room_id = path_id("room_id", room_id)
-    prompt = system_prompt.render(room_id, app.current_event.query_string_parameters or {}, "query string")
-    return messages_response(room_id, room_history().window(room_id), prompt)
+    room_id, known = path_id("room_id", room_id), if_none_match()
+    messages = MessageList(room_id, app.current_event.query_string_parameters or {}, "query string")
+    window = room_history().window(room_id, known)
+    return not_modified(known) if window is None else messages.response(window)
+
+
+@app.post("/rooms/<room_id>/batch")
+def append_batch(room_id: str) -> Response:
+    room_id, body = path_id("room_id", room_id), request_body()
+    messages = MessageList(room_id, body.get("context"))
+    window, counts = room_history().append_batch(room_id, body.get("turns"), body.get("position"), if_match())
+    logger.info("batch stored", room_id=room_id, version=window.version, **vars(counts))
+    return messages.response(window, 201 if counts.stored else 200, **vars(counts))
+
+
+@app.post("/rooms/<room_id>/compact")
+def compact_room(room_id: str) -> Response:
+    room_id, body = path_id("room_id", room_id), request_body()
+    messages = MessageList(room_id, body.get("context"))
+    window = room_history().compact(room_id, body.get("through"), body.get("summary"), if_match())
+    logger.info("room compacted", room_id=room_id, version=window.version)
+    return messages.response(window)
 
 
 def change_message(room_id: str, message_id: str, operation: Callable[..., Window], field: str, done: str) -> Response:
     """Edit, delete and reactions: the same request shape, one RoomHistory operation each."""
     room_id, message_id, body = path_id("room_id", room_id), path_id("message_id", message_id), request_body()
-    prompt = system_prompt.render(room_id, body.get("context"))
+    messages = MessageList(room_id, body.get("context"))
     window = operation(room_history(), room_id, message_id, body.get(field), if_match())
     logger.info(done, room_id=room_id, message_id=message_id, version=window.version)
-    return messages_response(room_id, window, prompt)
+    return messages.response(window)
 
 
 @app.patch("/rooms/<room_id>/messages/<message_id>")
@@ -157,8 +201,10 @@ def set_reactions(room_id: str, message_id: str) -> Response:
 
 @app.get("/rooms/<room_id>")
 def get_room(room_id: str) -> Response:
-    room_id = path_id("room_id", room_id)
-    state = room_history().state(room_id)
+    room_id, known = path_id("room_id", room_id), if_none_match()
+    state = room_history().state(room_id, known)
+    if state is None:
+        return not_modified(known)
     body = {
         "room_id": room_id,
         "version": state.version,
@@ -167,6 +213,7 @@ def get_room(room_id: str) -> Response:
         "limit": state.limit,
         "rebackfill_requested": state.rebackfill_requested,
         "last_activity": state.last_activity,
+        "summary": state.summary,
     }
     return json_response(200, body, state.version)
 

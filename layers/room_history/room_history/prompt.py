@@ -28,14 +28,14 @@ class SystemPrompt:
         self.inline_template = settings.system_prompt_template
         self.parameter_name = settings.system_prompt_parameter
 
-    def render(self, room_id: str, context: Any, field: str = "context") -> str | None:
+    def render(self, room_id: str, context: Any, field: str = "context", summary: str | None = None) -> str | None:
         """The rendered prompt, or None when it renders blank (then no system message is sent).
 
-        Callers render before any write, so a bad context or a template failure changes nothing.
+        Writers render once before writing, so a bad context or a template failure changes nothing.
         """
         values, source = validate_context(context, field), self.source()
         try:
-            text = _compiled(source).render({**values, "room_id": room_id}).strip()
+            text = _compiled(source).render({**values, "room_id": room_id, "summary": summary}).strip()
         except Exception as error:  # operator-written template code: any failure is a template failure
             raise TemplateFailure("template", f"the system prompt template failed: {error}") from error
         return text or None

@@ -190,7 +190,8 @@ COMPACT = (
 -- checked, not the room version, so turns appended while the summary was being written are kept.
 -- ARGV[1] through message id, ARGV[2] its marker as it appears inside an encoded row, ARGV[3] summary,
 -- ARGV[4] now (ms), ARGV[5] index refresh (ms), ARGV[6] expected version ('' = any), ARGV[7] default size
--- Returns {1, version, size, touch, turns removed}, {-1, version} If-Match differs, {-2, version} not found.
+-- Returns {1, version, size, touch, turns removed}, {-1, version} If-Match differs, {-2, version, size, 0}
+-- not found.
 local size = window_size(ARGV[7])
 if expected_version_differs(ARGV[6]) then return {-1, version} end
 local rows = redis.call('LRANGE', KEYS[1], -size, -1)
@@ -201,7 +202,7 @@ for i = #rows, 1, -1 do
     break
   end
 end
-if not through then return {-2, version} end
+if not through then return {-2, version, size, 0} end
 local removed = through + math.max(0, redis.call('LLEN', KEYS[1]) - #rows)  -- rows beyond the window go too
 if redis.call('EXISTS', KEYS[4]) == 1 then
   for _, row in ipairs(redis.call('LRANGE', KEYS[1], 0, removed - 1)) do index_row(row, -1) end
