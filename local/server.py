@@ -1,6 +1,7 @@
 """Serve the HTTP API of template.yaml on this machine, as API Gateway and Lambda would.
 
-python -m local.server [--host 127.0.0.1] [--port 3000]: starts a throwaway redis-server unless REDIS_URL is set.
+It starts a throwaway redis-server unless REDIS_URL is set. The functions get the environment a deployment with
+default parameters has, with the variables you set on top (KEY_PREFIX, MAX_HISTORY, SYSTEM_PROMPT_TEMPLATE...).
 """
 
 from __future__ import annotations
@@ -258,8 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="./dev serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3000, help="0 picks a free port")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=3000, help="default: 3000; 0 picks a free port")
     args = parser.parse_args(argv)
     stop_on_signals()
     try:
