@@ -1,1 +1,1 @@
-"""Local tools: a throwaway Redis, the SAM template reader, payload 2.0 events, a local HTTP API and a demo."""
+"""Local tools (server, demo, benchmark, throwaway Redis) and the Lambda harness the tests share with them."""

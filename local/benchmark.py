@@ -10,15 +10,16 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from contextlib import ExitStack, contextmanager
 from urllib.parse import quote
 
 import redis
 
-from local.events import LambdaContext, http_event, match_route
+from local.lambda_harness import LambdaContext, http_event, http_routes, load_handler, load_template, match_route
 from local.redis_server import RedisServer
-from local.sam_template import http_routes, load_handler, load_template
+from local.server import stop_on_signals
 
 
 @contextmanager
@@ -38,31 +39,38 @@ def counting_round_trips():
         redis.connection.AbstractConnection.send_packed_command = original
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m local.benchmark", description=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    """Measure every route; 130 on Ctrl-C."""
+    parser = argparse.ArgumentParser(
+        prog="./dev bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=500, help="requests per route")
     parser.add_argument("--window", type=int, default=100, help="turns already in the room")
     args = parser.parse_args(argv)
-    with ExitStack() as stack:
-        if "REDIS_URL" not in os.environ:
-            os.environ["REDIS_URL"] = stack.enter_context(RedisServer()).url
-        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-        round_trips = stack.enter_context(counting_round_trips())
-        run(args.requests, args.window, round_trips)
+    stop_on_signals()
+    try:
+        with ExitStack() as stack:
+            if "REDIS_URL" not in os.environ:
+                os.environ["REDIS_URL"] = stack.enter_context(RedisServer()).url
+            os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+            round_trips = stack.enter_context(counting_round_trips())
+            run(args.requests, args.window, round_trips)
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def run(requests: int, window: int, round_trips: dict) -> None:
     template = load_template()
     routes = http_routes(template)
-    properties = template["Resources"]["ApiFunction"]["Properties"]
-    handler = load_handler(properties["CodeUri"], properties["Handler"], template)
+    handler = load_handler(template, "ApiFunction")
     room = f"bench:{time.time_ns()}"
 
     def call(method: str, path: str, body=None) -> int:
         route, parameters = match_route(routes, method, path)
         payload = json.dumps(body) if body is not None else None
         event = http_event(method, route.path, path, parameters, "", {"content-type": "application/json"}, payload)
-        return handler(event, LambdaContext("ApiFunction"))["statusCode"]
+        return handler(event, LambdaContext.of(template, "ApiFunction"))["statusCode"]
 
     base = f"/rooms/{quote(room)}"
     call("PUT", f"{base}/limit", {"limit": 1000})
@@ -109,4 +117,4 @@ def run(requests: int, window: int, round_trips: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

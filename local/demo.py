@@ -1,15 +1,22 @@
-"""Play a short bot conversation against a running local API: python -m local.demo [--url http://127.0.0.1:3000]."""
+"""Play a short bot conversation and print the message list a model would get.
+
+./dev demo starts a local API of its own (with a throwaway redis-server unless REDIS_URL is set);
+./dev demo --url http://127.0.0.1:3000 plays on a running one instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
 import uuid
 from typing import Any
 from urllib.parse import quote
+
+from local.server import StartupError, running_api, serving, stop_on_signals
 
 
 class StepFailed(Exception):
@@ -64,17 +71,34 @@ def play(base: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo; exit status 1 when a step fails."""
-    parser = argparse.ArgumentParser(prog="python -m local.demo", description=__doc__)
-    parser.add_argument("--url", default="http://127.0.0.1:3000", help="base URL of the local API")
+    """Run the demo; exit status 1 when a step fails or the API cannot start, 130 on Ctrl-C."""
+    parser = argparse.ArgumentParser(
+        prog="./dev demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", help="base URL of a running API (default: start one)")
     args = parser.parse_args(argv)
+    stop_on_signals()
     try:
-        rendered = play(args.url.rstrip("/"))
+        if args.url:
+            return _play_or_explain(args.url)
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the functions' logs would drown the conversation
+        with running_api(port=0) as server, serving(server) as url:
+            return _play_or_explain(url)
+    except StartupError as error:
+        print(f"./dev demo: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _play_or_explain(url: str) -> int:
+    try:
+        rendered = play(url.rstrip("/"))
     except StepFailed as error:
         print(f"FAILED: {error}", file=sys.stderr)
         return 1
     except urllib.error.URLError as error:
-        print(f"FAILED: cannot reach {args.url}: {error.reason} (is ./dev serve running?)", file=sys.stderr)
+        print(f"FAILED: cannot reach {url}: {error.reason}", file=sys.stderr)
         return 1
     print(json.dumps(rendered, indent=2, ensure_ascii=False))
     return 0

@@ -1,77 +1,64 @@
-"""Serve the HTTP API of template.yaml locally: python -m local.server [--host 127.0.0.1] [--port 3000]."""
+"""Serve the HTTP API of template.yaml on this machine, as API Gateway and Lambda would.
+
+It starts a throwaway redis-server unless REDIS_URL is set. The functions get the environment a deployment with
+default parameters has, with the variables you set on top (KEY_PREFIX, MAX_HISTORY, SYSTEM_PROMPT_TEMPLATE...).
+"""
 
 from __future__ import annotations
 
 import argparse
-import base64
+import errno
 import json
 import os
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from local.events import (
+import redis
+
+from local.lambda_harness import (
     ONE_INVOCATION_AT_A_TIME,
+    ROOT,
     LambdaContext,
     MethodNotAllowed,
     RouteNotFound,
+    environment_defaults,
     http_event,
+    http_routes,
+    load_handler,
+    load_template,
     match_route,
+    use_layers,
 )
-from local.redis_server import RedisServer
-from local.sam_template import ROOT, Route, environment_defaults, http_routes, load_handler, load_template
+from local.redis_server import RedisServer, RedisServerError
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway HTTP API's payload limit
 NO_BODY_STATUSES = {204, 304}
+REDIS_PING_SECONDS = 1.0
 
 
-class FunctionPool:
-    """One warm copy of a function's handler. The process serves one invocation at a time, of any function
-    (ONE_INVOCATION_AT_A_TIME): Powertools keeps the current event on its router class.
-    """
-
-    def __init__(self, route: Route, template: dict, root: Path) -> None:
-        self._route = route
-        self._template = template
-        self._root = root
-        self._handler: Callable | None = None
-
-    def invoke(self, event: dict) -> Any:
-        """Call the handler with a fresh LambdaContext."""
-        with ONE_INVOCATION_AT_A_TIME:
-            return self._load()(event, LambdaContext.for_route(self._route))
-
-    def preload(self) -> None:
-        """Import the handler now, so import errors show at startup."""
-        with ONE_INVOCATION_AT_A_TIME:
-            self._load()
-
-    def _load(self) -> Callable:
-        if self._handler is None:
-            route = self._route
-            self._handler = load_handler(route.code_uri, route.handler, self._template, root=self._root)
-        return self._handler
+class StartupError(Exception):
+    """The local API cannot start; the message is one line for the user."""
 
 
 class LocalApiServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that routes requests to the template's handlers as API Gateway would."""
+    """Routes requests to the template's functions as API Gateway would, one invocation at a time."""
 
     daemon_threads = True
     request_queue_size = 64  # bots open many connections at once
 
-    def __init__(
-        self, address: tuple[str, int], routes: Sequence[Route], template: dict, root: Path, log_requests: bool
-    ) -> None:
-        self.routes = list(routes)
+    def __init__(self, address: tuple[str, int], template: dict, root: Path, log_requests: bool) -> None:
+        self.template = template
+        self.root = root
+        self.routes = http_routes(template)
         self.log_requests = log_requests
-        self.pools = {route.function: FunctionPool(route, template, root) for route in self.routes}
         super().__init__(address, _RequestHandler)
 
     @property
@@ -80,10 +67,17 @@ class LocalApiServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
+    def invoke(self, function: str, event: dict) -> dict:
+        """Call the function's warm handler (imported on first use) with a fresh context."""
+        with ONE_INVOCATION_AT_A_TIME:
+            handler = load_handler(self.template, function, self.root)
+            return handler(event, LambdaContext.of(self.template, function))
+
     def preload(self) -> None:
-        """Import every function's handler."""
-        for pool in self.pools.values():
-            pool.preload()
+        """Import every function's handler now, so that a bad setting shows at start-up."""
+        with ONE_INVOCATION_AT_A_TIME:
+            for function in {route.function for route in self.routes}:
+                load_handler(self.template, function, self.root)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -92,79 +86,42 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: LocalApiServer
 
     def _serve(self) -> None:
-        target = self.path.split("#", 1)[0]
-        raw_path, _, query = target.partition("?")
-        try:
-            body = self._read_body()
-        except ValueError as exc:
+        raw_path, _, query = self.path.split("#", 1)[0].partition("?")
+        if "Transfer-Encoding" in self.headers:  # chunked bodies: no client of this API sends them
             self.close_connection = True
-            self._send(413, [], {"message": str(exc)})
+            self._send(411, [], {"message": "Length Required"})
             return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._send(413, [], {"message": "Request Entity Too Large"})
+            return
+        body = self.rfile.read(length)
         try:
             route, params = match_route(self.server.routes, self.command, raw_path)
         except RouteNotFound as exc:
-            self._send(404, [], {"error": "route_not_found", "message": str(exc)})
+            self._send(404, [], {"error": "route_not_found", "message": f"path: {exc}"})
             return
         except MethodNotAllowed as exc:
             allow = [("Allow", ", ".join(exc.allowed))]
-            self._send(405, allow, {"error": "method_not_allowed", "message": str(exc)})
+            self._send(405, allow, {"error": "method_not_allowed", "message": f"method: {exc}"})
             return
         event = http_event(
-            self.command,
-            route.path,
-            raw_path,
-            params,
-            query,
-            self.headers.items(),
-            body,
-            source_ip=self.client_address[0],
+            self.command, route.path, raw_path, params, query, self.headers.items(), body, self.client_address[0]
         )
         try:
-            result = self.server.pools[route.function].invoke(event)
+            result = self.server.invoke(route.function, event)
         except Exception:
             traceback.print_exc()
-            self._send(500, [], {"message": "Internal Server Error"})
+            self._send(500, [], {"message": "Internal Server Error"})  # API Gateway's body for a failed function
             return
-        self._send_result(result)
+        headers = [(name, str(value)) for name, value in (result.get("headers") or {}).items()]
+        self._write(int(result["statusCode"]), headers, (result.get("body") or "").encode("utf-8"))
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_TRACE = do_QUERY = _serve
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline().strip():
-                pass  # trailers
-            body = b"".join(chunks)
-        else:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                raise ValueError("Request Entity Too Large")
-            body = self.rfile.read(length)
-        if len(body) > MAX_BODY_BYTES:
-            raise ValueError("Request Entity Too Large")
-        return body
-
-    def _send_result(self, result: Any) -> None:
-        """Write a payload 2.0 response; a value without statusCode is 200 JSON, as API Gateway does."""
-        if not (isinstance(result, dict) and "statusCode" in result):
-            self._send(200, [], result)
-            return
-        headers = [(k, str(v)) for k, v in (result.get("headers") or {}).items()]
-        seen = {k.lower() for k, _ in headers}
-        for name, values in (result.get("multiValueHeaders") or {}).items():
-            if name.lower() not in seen:
-                headers += [(name, str(v)) for v in values]
-        headers += [("Set-Cookie", cookie) for cookie in result.get("cookies") or []]
-        body = result.get("body") or ""
-        data = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode("utf-8")
-        self._write(int(result["statusCode"]), headers, data)
-
     def _send(self, status: int, headers: list[tuple[str, str]], payload: Any) -> None:
-        data = json.dumps(payload).encode("utf-8")
-        self._write(status, [("Content-Type", "application/json"), *headers], data)
+        self._write(status, [("Content-Type", "application/json"), *headers], json.dumps(payload).encode("utf-8"))
 
     def _write(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
         self.send_response(status)
@@ -185,20 +142,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 
 def make_server(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    routes: Sequence[Route] | None = None,
-    template: dict | None = None,
-    log_requests: bool = False,
-    root: Path = ROOT,
+    host: str = "127.0.0.1", port: int = 0, template: dict | None = None, log_requests: bool = False, root: Path = ROOT
 ) -> LocalApiServer:
-    """Build (not start) the local API server; port 0 picks a free port. Start it with serving(server).
+    """Bind (not start) the local API; port 0 picks a free port. Serve it with serving(server).
 
     root is the directory of the template, against which CodeUri and ContentUri are resolved.
     """
     template = load_template(root / "template.yaml") if template is None else template
-    routes = http_routes(template) if routes is None else routes
-    return LocalApiServer((host, port), routes, template, Path(root), log_requests)
+    return LocalApiServer((host, port), template, Path(root), log_requests)
 
 
 @contextmanager
@@ -214,7 +165,76 @@ def serving(server: LocalApiServer) -> Iterator[str]:
         thread.join()
 
 
-def _redacted(url: str) -> str:
+def function_environment(template: dict, redis_url: str | None) -> dict[str, str]:
+    """The environment the functions get locally; the one place for local defaults.
+
+    A default deployment's variables, then the local Redis (when this process started one), then every
+    variable the caller set to a non-empty value, which wins.
+    """
+    env = environment_defaults(template)
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.update({name: value for name, value in os.environ.items() if value})
+    return env
+
+
+@contextmanager
+def running_api(host: str = "127.0.0.1", port: int = 3000, log_requests: bool = False) -> Iterator[LocalApiServer]:
+    """The local API, ready to serve: port bound, Redis started unless REDIS_URL is set, the functions'
+    environment put in os.environ (they read it at import) and checked, functions imported. On exit the socket
+    is closed and Redis stopped, its temporary directory removed.
+
+    Raises StartupError with one line for the user (port in use, malformed setting, no redis-server).
+    """
+    template = load_template()
+    use_layers(template)
+    from room_history.settings import Settings, SettingsError  # the layer is on sys.path from here
+
+    try:
+        server = make_server(host, port, template, log_requests)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            hint = f"pick another with --port, e.g. --port {port + 1}"
+            raise StartupError(f"port {port} on {host} is in use; {hint}") from None
+        raise StartupError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    own_redis = None
+    try:
+        try:
+            if not os.environ.get("REDIS_URL"):
+                own_redis = RedisServer()
+                own_redis.start()
+            os.environ.update(function_environment(template, own_redis and own_redis.url))
+            settings = Settings.from_env(os.environ)
+            if own_redis is None:
+                _warn_unless_redis_answers(settings.redis_url)
+            server.preload()
+        except (SettingsError, RedisServerError) as error:
+            raise StartupError(str(error)) from None
+        yield server
+    finally:
+        server.server_close()
+        if own_redis is not None:
+            own_redis.stop()
+
+
+def _warn_unless_redis_answers(url: str) -> None:
+    """One PING with a short timeout: a Redis that is not there yet is a warning, not a reason not to serve."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_PING_SECONDS, socket_timeout=REDIS_PING_SECONDS)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        print(
+            f"warning: no Redis answers at {redacted(url)} ({error});",
+            "serving anyway, the API answers 503 until it does",
+            file=sys.stderr,
+            flush=True,
+        )
+    finally:
+        client.close()
+
+
+def redacted(url: str) -> str:
+    """The URL without its password."""
     parts = urlsplit(url)
     if parts.password:
         netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
@@ -222,42 +242,39 @@ def _redacted(url: str) -> str:
     return url
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def stop_on_signals() -> None:
+    """Ctrl-C or SIGTERM raises KeyboardInterrupt once; later ones are ignored, so clean-up runs to its end."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Start Redis if REDIS_URL is unset, then serve the API until Ctrl-C or SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m local.server", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3000, help="0 picks a free port")
-    parser.add_argument("--template", default=None, help="SAM template (default: template.yaml)")
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until Ctrl-C or SIGTERM; 1 when the API cannot start."""
+    parser = argparse.ArgumentParser(
+        prog="./dev serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=3000, help="default: 3000; 0 picks a free port")
     args = parser.parse_args(argv)
-
-    signal.signal(signal.SIGTERM, _interrupt)
-    redis = None
-    server = None
+    stop_on_signals()
     try:
-        if not os.environ.get("REDIS_URL"):
-            redis = RedisServer().start()
-            os.environ["REDIS_URL"] = redis.url
-        template_path = Path(args.template).resolve() if args.template else ROOT / "template.yaml"
-        template = load_template(template_path)
-        for name, value in environment_defaults(template).items():  # what a default deployment sets
-            os.environ.setdefault(name, value)
-        server = make_server(args.host, args.port, template=template, log_requests=True, root=template_path.parent)
-        server.preload()
-        print(f"Serving {server.url} (REDIS_URL {_redacted(os.environ['REDIS_URL'])})", flush=True)
-        server.serve_forever()
+        with running_api(args.host, args.port, log_requests=True) as server:
+            print(f"Serving {server.url} (Redis {redacted(os.environ['REDIS_URL'])}); Ctrl-C stops", flush=True)
+            server.serve_forever()
+    except StartupError as error:
+        print(f"./dev serve: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         pass
-    finally:
-        if server is not None:
-            server.server_close()
-        if redis is not None:
-            redis.stop()
     print("Stopped.", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,8 +9,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from local.events import ONE_INVOCATION_AT_A_TIME, LambdaContext, http_event, match_route
-from local.sam_template import ROOT, http_routes, load_handler, load_template
+from local.lambda_harness import (
+    ONE_INVOCATION_AT_A_TIME,
+    ROOT,
+    LambdaContext,
+    http_event,
+    http_routes,
+    load_handler,
+    load_template,
+    match_route,
+)
 from room_history.store import RoomStore
 
 TEMPLATE = load_template()
@@ -29,18 +37,17 @@ class Reply:
 
 def load_function(logical_id: str, env: dict[str, str]):
     """A fresh copy of a function's module under `env`, as a cold start with that configuration."""
-    properties = TEMPLATE["Resources"][logical_id]["Properties"]
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        return load_handler(properties["CodeUri"], properties["Handler"], TEMPLATE, name=f"{logical_id}_{next(_fresh)}")
+        return load_handler(TEMPLATE, logical_id, name=f"{logical_id}_{next(_fresh)}")
     finally:
         os.environ.clear()
         os.environ.update(saved)
 
 
 def context_for(logical_id: str) -> LambdaContext:
-    return LambdaContext(logical_id, float(TEMPLATE["Resources"][logical_id]["Properties"].get("Timeout", 10)))
+    return LambdaContext.of(TEMPLATE, logical_id)
 
 
 class Api:

@@ -1,8 +1,9 @@
-"""The local tools: throwaway Redis, template reader, route matching, payload 2.0 events, local server."""
+"""The local tools: throwaway Redis, the Lambda harness (template, routes, events, context), the local server."""
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
 import sys
@@ -17,19 +18,21 @@ import redis
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from local.events import LambdaContext, MethodNotAllowed, RouteNotFound, http_event, match_route
-from local.redis_server import RedisServer
-from local.sam_template import (
+from local.lambda_harness import (
+    LambdaContext,
+    MethodNotAllowed,
     Route,
+    RouteNotFound,
     environment_defaults,
-    environment_names,
-    function_names,
+    function_properties,
+    http_event,
     http_routes,
     layer_dirs,
     load_handler,
     load_template,
-    loads_template,
+    match_route,
 )
+from local.redis_server import RedisServer
 from local.server import make_server, serving
 
 CONTRACT_ROUTES = {
@@ -85,7 +88,6 @@ Resources:
         Post: {Type: HttpApi, Properties: {Path: "/rooms/{room_id}/messages", Method: post}}
         Get: {Type: HttpApi, Properties: {Path: "/rooms/{room_id}/messages", Method: GET}}
         Limit: {Type: HttpApi, Properties: {Path: "/rooms/{room_id}/limit", Method: PUT}}
-        Other: {Type: HttpApi, Properties: {Path: "/rooms/{room_id}/{thing}", Method: PUT}}
         Tick: {Type: Schedule, Properties: {Schedule: rate(5 minutes)}}
   TickFunction:
     Type: AWS::Serverless::Function
@@ -93,24 +95,18 @@ Resources:
 """
 
 ECHO_APP = """
-import base64, json
+import json
 from core_for_tests import greeting
 
 def lambda_handler(event, context):
     mode = (event.get("queryStringParameters") or {}).get("mode")
-    if mode == "bare":
-        return {"greeting": greeting()}
     if mode == "boom":
         raise RuntimeError("boom")
-    if mode == "binary":
-        return {"statusCode": 200, "headers": {"content-type": "image/png"},
-                "isBase64Encoded": True, "body": base64.b64encode(b"\\x89PNG").decode()}
     if mode == "empty":
         return {"statusCode": 204, "headers": {"etag": '"1"'}}
     return {"statusCode": 201, "headers": {"content-type": "application/json"},
-            "cookies": ["a=1", "b=2"],
             "body": json.dumps({"event": event, "remaining": context.get_remaining_time_in_millis(),
-                                "function": context.function_name})}
+                                "function": context.function_name, "greeting": greeting()})}
 """
 
 
@@ -125,7 +121,7 @@ def small_project(tmp_path: Path):
     saved_path = list(sys.path)
     yield tmp_path
     sys.path[:] = saved_path
-    for name in [n for n in sys.modules if n.startswith(("echo_app", "core_for_tests"))]:
+    for name in [n for n in sys.modules if n.startswith(("EchoFunction", "core_for_tests"))]:
         del sys.modules[name]
 
 
@@ -184,8 +180,8 @@ def test_stop_works_on_a_paused_server():
 # --- template reader ---------------------------------------------------------------------
 
 
-def test_cloudformation_tags_become_plain_data():
-    template = loads_template(SMALL_TEMPLATE)
+def test_cloudformation_tags_become_plain_data(small_project):
+    template = load_template(small_project / "template.yaml")
     props = template["Resources"]["EchoFunction"]["Properties"]
     assert props["Role"] == {"Fn::GetAtt": ["EchoRole", "Arn"]}
     assert props["Environment"]["Variables"]["GREETING"] == {"Fn::Sub": "hello ${AWS::Region}"}
@@ -196,29 +192,25 @@ def test_cloudformation_tags_become_plain_data():
     assert template["Globals"]["Function"]["VpcConfig"]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
 
 
-def test_routes_functions_and_environment_of_a_small_template():
-    template = loads_template(SMALL_TEMPLATE)
-    routes = http_routes(template)
-    assert [r.route_key for r in routes] == [
-        "POST /rooms/{room_id}/messages",
-        "GET /rooms/{room_id}/messages",
-        "PUT /rooms/{room_id}/limit",
-        "PUT /rooms/{room_id}/{thing}",
+def test_routes_and_globals_of_a_small_template(small_project):
+    template = load_template(small_project / "template.yaml")
+    assert http_routes(template) == [
+        Route("POST", "/rooms/{room_id}/messages", "EchoFunction"),
+        Route("GET", "/rooms/{room_id}/messages", "EchoFunction"),
+        Route("PUT", "/rooms/{room_id}/limit", "EchoFunction"),
     ]
-    assert routes[0] == Route("POST", "/rooms/{room_id}/messages", "EchoFunction", "echo/", "app.lambda_handler", 7.0)
-    assert function_names(template) == ["EchoFunction", "TickFunction"]
-    assert environment_names(template) == ["GREETING", "REDIS_URL"]
+    assert function_properties(template, "EchoFunction")["Timeout"] == 7  # from Globals
+    assert function_properties(template, "TickFunction")["Timeout"] == 60  # its own wins
+    context = LambdaContext.of(template, "TickFunction")
+    assert (context.function_name, context.memory_limit_in_mb) == ("TickFunction", 128)
+    assert 59_000 < context.get_remaining_time_in_millis() <= 60_000
 
 
 def test_the_real_template_serves_every_contract_route():
     template = load_template()
-    routes = http_routes(template)
-    assert {r.route_key for r in routes} == CONTRACT_ROUTES
-    assert {(r.function, r.code_uri.rstrip("/"), r.handler) for r in routes} == {
-        ("ApiFunction", "functions/api", "app.lambda_handler")
-    }
-    assert {"ApiFunction", "ReaperFunction"} <= set(function_names(template))
-    assert CONTRACT_ENV <= set(environment_names(template))
+    assert {f"{r.method} {r.path}" for r in http_routes(template)} == CONTRACT_ROUTES
+    assert {r.function for r in http_routes(template)} == {"ApiFunction"}
+    assert CONTRACT_ENV <= set(template["Globals"]["Function"]["Environment"]["Variables"])
     assert any((d / "room_history" / "__init__.py").is_file() for d in layer_dirs(template))
 
 
@@ -235,28 +227,29 @@ def test_environment_defaults_are_what_a_default_deployment_sets():
 
 def test_load_handler_imports_by_path_with_the_layer_on_sys_path(small_project):
     template = load_template(small_project / "template.yaml")
-    handler = load_handler("echo/", "app.lambda_handler", template, root=small_project)
+    handler = load_handler(template, "EchoFunction", root=small_project)
     assert str(small_project / "layer") in sys.path
-    assert sys.modules["echo_app"].lambda_handler is handler
-    assert load_handler("echo/", "app.lambda_handler", template, root=small_project) is handler
-    copy = load_handler("echo/", "app.lambda_handler", template, name="echo_app_2", root=small_project)
+    assert sys.modules["EchoFunction"].lambda_handler is handler
+    assert load_handler(template, "EchoFunction", root=small_project) is handler
+    copy = load_handler(template, "EchoFunction", root=small_project, name="EchoFunction_2")
     assert copy is not handler
-    event = http_event("GET", "/x", "/x", query_string="mode=bare")
-    assert handler(event, LambdaContext("EchoFunction")) == {"greeting": "hi"}
+    reply = handler(http_event("GET", "/x", "/x"), LambdaContext("EchoFunction"))
+    assert json.loads(reply["body"])["greeting"] == "hi"
 
 
 # --- route matching ----------------------------------------------------------------------
 
 
 @pytest.fixture
-def routes() -> list[Route]:
-    return http_routes(loads_template(SMALL_TEMPLATE))
+def routes(small_project) -> list[Route]:
+    return http_routes(load_template(small_project / "template.yaml"))
 
 
 def test_match_keeps_a_percent_encoded_room_id_raw(routes):
     route, params = match_route(routes, "post", "/rooms/discord%3A1234/messages")
-    assert route.route_key == "POST /rooms/{room_id}/messages"
+    assert (route.method, route.path) == ("POST", "/rooms/{room_id}/messages")
     assert params == {"room_id": "discord%3A1234"}
+    assert match_route(routes, "PUT", "/rooms/a/limit") == (routes[2], {"room_id": "a"})
 
 
 def test_a_parameter_matches_exactly_one_segment(routes):
@@ -268,19 +261,14 @@ def test_a_parameter_matches_exactly_one_segment(routes):
         match_route(routes, "GET", "/rooms/a/messages/extra")
 
 
-def test_a_literal_segment_wins_over_a_parameter(routes):
-    assert match_route(routes, "PUT", "/rooms/a/limit")[0].path == "/rooms/{room_id}/limit"
-    route, params = match_route(routes, "PUT", "/rooms/a/other")
-    assert route.path == "/rooms/{room_id}/{thing}"
-    assert params == {"room_id": "a", "thing": "other"}
-
-
 def test_unknown_path_and_wrong_method(routes):
     with pytest.raises(RouteNotFound):
         match_route(routes, "GET", "/nowhere")
+    with pytest.raises(RouteNotFound):
+        match_route(routes, "GET", "/")
     with pytest.raises(MethodNotAllowed) as caught:
         match_route(routes, "DELETE", "/rooms/a/messages")
-    assert caught.value.allowed == ["GET", "POST", "PUT"]  # PUT through /rooms/{room_id}/{thing}
+    assert caught.value.allowed == ["GET", "POST"]
 
 
 # --- events ------------------------------------------------------------------------------
@@ -298,7 +286,6 @@ def test_http_event_has_the_payload_2_0_shape():
             ("X-Multi", "1"),
             ("x-multi", "2"),
             ("User-Agent", "demo/1"),
-            ("Cookie", "a=1; b=2"),
         ],
         b'{"role": "user"}',
     )
@@ -309,8 +296,6 @@ def test_http_event_has_the_payload_2_0_shape():
     assert event["queryStringParameters"] == {"bot_name": "Sage", "tag": "a,b", "room_name": "the room", "empty": ""}
     assert event["headers"]["content-type"] == "application/json"
     assert event["headers"]["x-multi"] == "1,2"
-    assert "cookie" not in event["headers"]
-    assert event["cookies"] == ["a=1", "b=2"]
     assert event["pathParameters"] == {"room_id": "discord%3A1"}
     assert event["body"] == '{"role": "user"}'
     assert event["isBase64Encoded"] is False
@@ -336,7 +321,7 @@ def test_http_event_has_the_payload_2_0_shape():
 
 def test_http_event_omits_empty_parts():
     event = http_event("GET", "/health", "/health")
-    for key in ("queryStringParameters", "pathParameters", "body", "cookies"):
+    for key in ("queryStringParameters", "pathParameters", "body"):
         assert key not in event
     assert event["rawQueryString"] == ""
     assert event["isBase64Encoded"] is False
@@ -384,8 +369,7 @@ def test_server_passes_a_payload_2_0_event_and_writes_the_response(local_api):
     status, headers, body = request(
         f"{local_api}/rooms/discord%3A1/messages?x=1", "POST", b'{"a": 1}', {"Content-Type": "application/json"}
     )
-    assert status == 201
-    assert headers.get_all("Set-Cookie") == ["a=1", "b=2"]
+    assert (status, headers["Content-Type"]) == (201, "application/json")
     payload = json.loads(body)
     event = payload["event"]
     assert event["routeKey"] == "POST /rooms/{room_id}/messages"
@@ -398,20 +382,32 @@ def test_server_passes_a_payload_2_0_event_and_writes_the_response(local_api):
 
 def test_server_answers_404_and_405_in_the_contract_error_shape(local_api):
     status, _, body = request(f"{local_api}/nowhere")
-    assert status == 404
-    assert json.loads(body)["error"] == "route_not_found"
+    assert (status, json.loads(body)) == (
+        404,
+        {"error": "route_not_found", "message": "path: no route for GET /nowhere"},
+    )
     status, headers, body = request(f"{local_api}/rooms/a/messages", "DELETE")
-    assert status == 405
-    assert json.loads(body)["error"] == "method_not_allowed"
-    assert headers["Allow"] == "GET, POST, PUT"
+    assert (status, json.loads(body)["error"], headers["Allow"]) == (405, "method_not_allowed", "GET, POST")
+    assert json.loads(body)["message"].startswith("method: ")
 
 
 def test_server_response_variants(local_api):
-    status, headers, body = request(f"{local_api}/rooms/a/messages?mode=bare")
-    assert (status, headers["Content-Type"], json.loads(body)) == (200, "application/json", {"greeting": "hi"})
-    status, headers, body = request(f"{local_api}/rooms/a/messages?mode=binary")
-    assert (status, headers["Content-Type"], body) == (200, "image/png", b"\x89PNG")
     status, headers, body = request(f"{local_api}/rooms/a/messages?mode=empty")
     assert (status, headers["ETag"], body) == (204, '"1"', b"")
     status, _, body = request(f"{local_api}/rooms/a/messages?mode=boom")
     assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
+
+
+def test_server_refuses_a_chunked_body_and_an_oversized_one(local_api):
+    connection = http.client.HTTPConnection(local_api.removeprefix("http://"), timeout=5)
+    connection.request("POST", "/rooms/a/messages", body=iter([b'{"a": 1}']), encode_chunked=True)
+    response = connection.getresponse()
+    assert (response.status, json.loads(response.read())) == (411, {"message": "Length Required"})
+    connection.close()
+    connection = http.client.HTTPConnection(local_api.removeprefix("http://"), timeout=5)
+    connection.putrequest("POST", "/rooms/a/messages")
+    connection.putheader("Content-Length", str(10 * 1024 * 1024 + 1))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert (response.status, json.loads(response.read())) == (413, {"message": "Request Entity Too Large"})
+    connection.close()

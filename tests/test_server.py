@@ -1,14 +1,25 @@
-"""The local server over real HTTP, serving the real API function, and the demo against it."""
+"""The local server over real HTTP, serving the real API function, the demo against it, and the commands as a
+newcomer runs them: every ordinary mistake is one line, never a traceback."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.request
 
 import pytest
+import redis
 
 from local import demo
+from local.lambda_harness import ROOT
+from local.redis_server import RedisServer, free_port
 from local.server import make_server, serving
 
 
@@ -88,3 +99,134 @@ def test_benchmark_prints_latency_and_round_trips(redis_server, redis_client, mo
     table = {line[:26].strip(): line[26:].split() for line in capsys.readouterr().out.splitlines()[2:]}
     assert table["POST messages (append)"][2] == "1.0" and table["PATCH message"][2] == "2.0"
     assert len(table) == 8
+
+
+# --- the commands, as a newcomer runs them ---------------------------------------------------
+
+
+def start(tmp_path, module: str, *args: str, **env: str) -> subprocess.Popen:
+    """python -m module in its own session (so a Ctrl-C can reach its whole group), temporary files in tmp_path."""
+    environment = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"), "TMPDIR": str(tmp_path), **env}
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def run(tmp_path, module: str, *args: str, **env: str) -> tuple[int, str, str]:
+    process = start(tmp_path, module, *args, **env)
+    out, err = process.communicate(timeout=60)
+    return process.returncode, out, err
+
+
+def ctrl_c_until_exit(process: subprocess.Popen) -> tuple[str, str]:
+    """Press Ctrl-C again and again, as an impatient user does, until the process is gone."""
+    for _ in range(3000):
+        if process.poll() is not None:
+            break
+        try:
+            os.killpg(process.pid, signal.SIGINT)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    return process.communicate(timeout=30)
+
+
+def wait_for(condition) -> None:
+    for _ in range(3000):
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not met")
+
+
+def test_serve_on_a_busy_port_is_one_line_naming_the_port_and_the_option(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, out, err = run(tmp_path, "local.server", "--port", str(port))
+    assert status == 1 and out == ""
+    assert err == f"./dev serve: port {port} on 127.0.0.1 is in use; pick another with --port, e.g. --port {port + 1}\n"
+    assert list(tmp_path.iterdir()) == []  # no Redis was started for nothing
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("KEY_PREFIX", "a{b}"), ("REDIS_URL", "localhost:6399"), ("MAX_HISTORY", "abc")],
+)
+def test_a_malformed_setting_is_one_line_naming_the_variable(tmp_path, variable, value):
+    status, out, err = run(tmp_path, "local.server", "--port", "0", **{variable: value})
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"./dev serve: {variable} ") and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # the Redis it started is gone with its directory
+
+
+def test_serve_warns_when_no_redis_answers_and_serves_503_until_one_does(tmp_path):
+    port = free_port()
+    process = start(tmp_path, "local.server", "--port", "0", REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    serving_line = process.stdout.readline()
+    url = re.match(r"Serving (http://\S+) ", serving_line).group(1)
+    status, _, body = send(f"{url}/rooms/r1")
+    assert (status, json.loads(body)["error"]) == (503, "redis_unavailable")
+    with RedisServer(port=port):
+        status, _, _ = send(f"{url}/rooms/r1")
+        assert status == 200
+        _, err = ctrl_c_until_exit(process)
+    assert err.startswith(f"warning: no Redis answers at redis://127.0.0.1:{port}/0 (")
+    assert "the API answers 503 until it does" in err.splitlines()[0] and "Traceback" not in err
+
+
+def test_ctrl_c_twice_stops_without_a_traceback_and_leaves_no_temporary_directory(tmp_path):
+    process = start(tmp_path, "local.server", "--port", "0")
+    serving_line = process.stdout.readline()
+    redis_url = re.search(r"\(Redis (redis://\S+)\)", serving_line).group(1)
+    assert [path.name.startswith("redis-local-") for path in tmp_path.iterdir()] == [True]
+    out, err = ctrl_c_until_exit(process)
+    assert process.returncode == 0 and err.endswith("Stopped.\n")
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(redis_url, socket_connect_timeout=1).ping()
+
+
+def test_demo_starts_its_own_api_and_cleans_up(tmp_path):
+    status, out, err = run(tmp_path, "local.demo")
+    assert status == 0, err
+    assert out.startswith("Room demo:") and '"role": "system"' in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_during_the_demo_leaves_no_temporary_directory(tmp_path):
+    process = start(tmp_path, "local.demo")
+    wait_for(lambda: any(tmp_path.glob("redis-local-*/redis-1.log")))  # its own Redis is starting
+    out, err = ctrl_c_until_exit(process)
+    assert process.returncode == 130
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_help_says_it_starts_its_own_api_and_starts_nothing(tmp_path):
+    status, out, err = run(tmp_path, "local.demo", "--help")
+    assert (status, err) == (0, "")
+    assert out.startswith("usage: ./dev demo") and "starts a local API of its own" in out and "--url" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["help"], ["--help"], ["-h"]])
+def test_dev_help_prints_usage(args):
+    result = subprocess.run([ROOT / "dev", *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("usage: ./dev COMMAND")
+    assert {"serve", "demo", "test", "bench", "lint"} <= {line.split()[0] for line in result.stdout.splitlines()[1:]}
+
+
+def test_dev_unknown_command_prints_usage_and_fails():
+    result = subprocess.run([ROOT / "dev", "frobnicate"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("usage: ./dev COMMAND") and "unknown command: frobnicate" in result.stderr
