@@ -41,6 +41,8 @@ CONTRACT_ROUTES = {
     "PATCH /rooms/{room_id}/messages/{message_id}",
     "DELETE /rooms/{room_id}/messages/{message_id}",
     "PUT /rooms/{room_id}/messages/{message_id}/reactions",
+    "POST /rooms/{room_id}/batch",
+    "POST /rooms/{room_id}/compact",
     "GET /rooms/{room_id}",
     "PUT /rooms/{room_id}/limit",
     "DELETE /rooms/{room_id}/rebackfill",
