@@ -111,6 +111,7 @@ class Room:
     version: int = 0
     limit_override: int | None = None
     rebackfill: bool = False
+    summary: str | None = None
 
     @property
     def limit(self) -> int:
@@ -135,6 +136,37 @@ class Room:
 
     def clear(self) -> None:
         self.turns = []
+        self.summary = None
+        self.version += 1
+
+    def batch(self, turns: list[dict], at_start: bool) -> tuple[int, int, int]:
+        """(stored, duplicates, dropped); a turn whose id is in the window or earlier in the batch is a duplicate.
+        Fresh turns go after the newest turn or before the oldest; the window then keeps the newest `limit`
+        turns. A batch that stores nothing changes nothing, not even the version."""
+        seen = {turn_id(turn["content"]) for turn in self.turns} - {None}
+        fresh, duplicates = [], 0
+        for turn in turns:
+            message_id = turn_id(turn["content"])
+            if message_id is not None and message_id in seen:
+                duplicates += 1
+                continue
+            seen.add(message_id)
+            fresh.append({"role": turn["role"], "content": turn["content"]})
+        combined = [*fresh, *self.turns] if at_start else [*self.turns, *fresh]
+        kept = window(combined, self.limit)
+        stored = sum(1 for turn in fresh if any(turn is kept_turn for kept_turn in kept))
+        if stored:
+            self.turns = kept
+            self.version += 1
+        return stored, duplicates, len(fresh) - stored
+
+    def compact(self, through: str, summary: str) -> None:
+        """The turns up to and including `through` give way to the summary; LookupError when it is not there."""
+        index = find(self.turns, through)
+        if index is None:
+            raise LookupError(f"no turn with message id {through!r}")
+        self.turns = self.turns[index + 1 :]
+        self.summary = summary
         self.version += 1
 
     def state(self) -> dict:
@@ -144,6 +176,7 @@ class Room:
             "last_role": self.turns[-1]["role"] if self.turns else None,
             "limit": self.limit,
             "rebackfill_requested": self.rebackfill,
+            "summary": self.summary,
         }
 
     def change(self, message_id: str, op: str, value) -> None:

@@ -6,6 +6,7 @@ on the plain model must reproduce each response, and finally what Redis holds.
 
 from __future__ import annotations
 
+import copy
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ OPERATIONS = {  # weights
     "get": 8,
     "state": 6,
     "limit": 6,
+    "batch": 6,
+    "backfill": 4,
+    "compact": 2,
     "clear": 0.5,
 }
 
@@ -81,6 +85,15 @@ def plan(rng: random.Random, worker: int, step: int, sent: list[dict], known: li
         return op, {"id": target, "content": content}
     if op == "limit":
         return op, {"limit": rng.randint(30, 80)}
+    if op in ("batch", "backfill"):  # new turns, a re-sent one now and then, an id twice in the batch
+        turns = [new_append(rng, worker, step * 10 + index) for index in range(rng.randint(1, 5))]
+        if sent and rng.random() < 0.4:
+            turns.insert(rng.randrange(len(turns) + 1), rng.choice(sent))
+        if rng.random() < 0.2:
+            turns.append(turns[0])
+        return op, {"turns": turns, "position": "start" if op == "backfill" else "end"}
+    if op == "compact" and known:
+        return op, {"through": rng.choice(known), "summary": f"summary by {worker} at {step}"}
     if op in ("get", "state", "clear"):
         return op, {}
     return "append", new_append(rng, worker, step)
@@ -95,6 +108,9 @@ ROUTES = {
     "get": ("GET", ["messages"]),
     "state": ("GET", []),
     "limit": ("PUT", ["limit"]),
+    "batch": ("POST", ["batch"]),
+    "backfill": ("POST", ["batch"]),
+    "compact": ("POST", ["compact"]),
     "clear": ("DELETE", []),
 }
 
@@ -129,6 +145,8 @@ def work(env: dict, worker: int, seed: int, start) -> list[Call]:
         calls.append(call)
         if op == "append":
             sent.append(args)
+        if op in ("batch", "backfill"):
+            sent.extend(turn for turn in args["turns"] if turn_id(turn["content"]))
         if call.status in (200, 201, 204) and call.version is not None:
             last_version[room] = call.version
         if call.status in (200, 201) and "messages" in call.body:
@@ -165,6 +183,13 @@ def apply(model: Room, call: Call) -> None:
             actual = (call.body["limit"], call.body["rebackfill_requested"])
             if actual != expected:
                 diverged(call, "limit, rebackfill", expected, actual)
+        elif call.op in ("batch", "backfill"):
+            counts = model.batch(call.args["turns"], call.args["position"] == "start")
+            actual = (call.body["stored"], call.body["duplicates"], call.body["dropped"])
+            if actual != counts:
+                diverged(call, "stored, duplicates, dropped", counts, actual)
+        elif call.op == "compact":
+            model.compact(call.args["through"], call.args["summary"])
         elif call.op == "clear":
             model.clear()
     except LookupError as error:
@@ -178,6 +203,10 @@ def observe(model: Room, call: Call) -> None:
         if actual != model.state():
             diverged(call, "room state", model.state(), actual)
         return
+    if call.op in ("batch", "backfill") and call.status == 200:  # stored nothing: the model agrees
+        counts = copy.deepcopy(model).batch(call.args["turns"], call.args["position"] == "start")
+        if counts[0] != 0 or counts != (call.body["stored"], call.body["duplicates"], call.body["dropped"]):
+            diverged(call, "a batch that stores nothing", counts, call.body)
     already_stored = call.op in ("append", "dup-append") and call.status == 200
     if already_stored and find(model.turns, turn_id(call.args["content"])) is None:
         diverged(call, "stored", "not in the window (201)", "already stored (200)")
@@ -186,7 +215,8 @@ def observe(model: Room, call: Call) -> None:
 
 
 def is_mutation(call: Call) -> bool:
-    return call.status in (201, 204) or (call.status == 200 and call.op in ("edit", "react", "delete", "limit"))
+    changes = ("edit", "react", "delete", "limit", "compact")
+    return call.status in (201, 204) or (call.status == 200 and call.op in changes)
 
 
 def check_room(room: str, calls: list[Call]) -> Room:
@@ -217,6 +247,8 @@ def test_concurrent_history_replays_on_the_model(redis_server, redis_client, see
     results = in_processes(work, [(quiet, worker, seed) for worker in range(WORKERS)])
     calls = [call for calls in results for call in calls]
     assert {call.status for call in calls} <= {200, 201, 204, 404, 409, 412}
+    succeeded = {(call.op, call.status) for call in calls}
+    assert {("batch", 201), ("backfill", 201), ("compact", 200)} <= succeeded  # the mix ran
     for call in calls:
         if call.status == 412:
             assert call.body["version"] != call.if_match, call
