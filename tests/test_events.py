@@ -18,6 +18,8 @@ SCRIPT = [
     ("delete_message.json", 200),
     ("get_room.json", 200),
     ("set_limit.json", 200),
+    ("backfill_batch.json", 201),  # the older page the re-backfill request asked for
+    ("compact_room.json", 200),
     ("discard_rebackfill.json", 204),
     ("clear_room.json", 204),
     ("get_room.json", 200),
@@ -52,8 +54,17 @@ def test_api_events_in_order(backend):
     assert (state["room_id"], state["version"], state["message_count"]) == ("discord:1234", 6, 3)
     limit = replies["set_limit.json"][0].body
     assert limit["room_id"] == "discord:1234" and limit["rebackfill_requested"] is True
+    backfilled = replies["backfill_batch.json"][0].body
+    assert backfilled["stored"] == 2 and [m["content"][:18] for m in backfilled["messages"][1:3]] == [
+        "[Message ID: 998] ",
+        "[Message ID: 999] ",
+    ]
+    compacted = replies["compact_room.json"][0].body
+    assert "bob asked about the trip" in compacted["messages"][0]["content"]  # the summary, in the prompt
+    assert len(compacted["messages"]) == 1 + 2  # 998, 999 and 1001 gave way to the summary
     final = replies["get_room.json"][1].body
-    assert (final["message_count"], final["rebackfill_requested"], final["version"]) == (0, False, 9)
+    assert (final["message_count"], final["rebackfill_requested"], final["version"]) == (0, False, 11)
+    assert final["summary"] is None  # the clear removed it
     assert final["limit"] == limit["limit"]
 
 
