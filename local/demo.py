@@ -64,7 +64,14 @@ def play(base: str) -> dict:
     call(base, "PUT", f"{messages}/2002/reactions", {"reactions": "👍 x2"})
     call(base, "DELETE", f"{messages}/2003", {})
     room_path = f"/rooms/{quote(room, safe='')}"
-    call(base, "PUT", f"{room_path}/limit", {"limit": 200})
+    call(base, "PUT", f"{room_path}/limit", {"limit": 200})  # a larger window asks for a re-backfill
+    for page in (("1990", "1995"), ("1980", "1985")):  # older history, page after page, oldest page last
+        older = [{"role": "user", "content": f"[Message ID: {number}] (older message {number})"} for number in page]
+        reply = call(base, "POST", f"{room_path}/batch", {"turns": older, "position": "start"}, 201)
+        print(f"       stored {reply['stored']}, duplicates {reply['duplicates']}, dropped {reply['dropped']}")
+    call(base, "DELETE", f"{room_path}/rebackfill", None, 204)
+    summary = "Older messages were small talk; the user asked Sage for a cat name."
+    call(base, "POST", f"{room_path}/compact", {"through": "1995", "summary": summary})
     state = call(base, "GET", room_path)
     print(json.dumps(state, indent=2, ensure_ascii=False))
     return call(base, "GET", f"{messages}?bot_name=Sage&room_name=demo")
