@@ -284,3 +284,56 @@ def test_reads_keep_working_while_writes_are_paused(history, redis_client):
         assert history.window(ROOM).turns == [{"role": "user", "content": "[Message ID: 1] hi"}]
     finally:
         redis_client.execute_command("CLIENT", "UNPAUSE")
+
+
+class TestDedupeIndex:
+    IDS = "sg:conversation:{discord:1234}:ids"
+
+    def test_a_room_from_before_the_index_gets_it_on_its_next_append(self, history, redis_client):
+        history.append(ROOM, "user", "[Message ID: 1] hi")
+        redis_client.delete(self.IDS)  # as a room written by an older release
+        assert history.append(ROOM, "user", "[Message ID: 1] hi")[1] is False
+        assert redis_client.hgetall(self.IDS) == {"": "1", "id:1": "1"}
+
+    def test_ids_leave_the_index_with_their_rows(self, history, redis_client):
+        history.set_limit(ROOM, 50)
+        for number in range(51):
+            history.append(ROOM, "user", f"[Message ID: {number}] n")
+        assert not redis_client.hexists(self.IDS, "id:0") and redis_client.hexists(self.IDS, "id:50")
+        assert history.append(ROOM, "user", "[Message ID: 0] back again")[1] is True  # it slid out: stored again
+        history.edit(ROOM, "50", "marker edited away")
+        assert not redis_client.hexists(self.IDS, "id:50")
+        history.compact(ROOM, "10", "summary")
+        assert not redis_client.hexists(self.IDS, "id:10") and redis_client.hexists(self.IDS, "id:11")
+        history.clear(ROOM)
+        assert not redis_client.exists(self.IDS)
+
+    def test_the_index_matches_the_rows_after_any_mix(self, history, redis_client):
+        history.set_limit(ROOM, 50)
+        history.append_batch(ROOM, [{"role": "user", "content": f"[Message ID: {n}] n"} for n in range(40)])
+        history.append_batch(ROOM, [{"role": "user", "content": f"[Message ID: b{n}] n"} for n in range(20)], "start")
+        history.react(ROOM, "5", "👍")
+        history.set_limit(ROOM, 50)
+        history.compact(ROOM, "3", "s")
+        rows = redis_client.lrange("sg:conversation:{discord:1234}", 0, -1)
+        expected = {"": "1"} | {key: "1" for turn in map(json.loads, rows) for key in _dedupe_keys(turn)}
+        assert redis_client.hgetall(self.IDS) == expected
+
+
+def _dedupe_keys(turn: dict) -> list[str]:
+    from room_history import rows
+
+    return rows.dedupe_keys(turn)
+
+
+def test_the_activity_index_is_touched_at_most_once_a_minute(history, redis_client):
+    now = history.clock()
+    at = lambda seconds: RoomHistory(history.store, history.settings, clock=lambda: now + seconds)  # noqa: E731
+    at(0).append(ROOM, "user", "a")
+    first = redis_client.zscore("sg:conversation:activity", ROOM)
+    with round_trips() as counter:
+        at(30).append(ROOM, "user", "b")
+    assert counter["n"] == 1 and redis_client.zscore("sg:conversation:activity", ROOM) == first
+    at(61).append(ROOM, "user", "c")
+    assert redis_client.zscore("sg:conversation:activity", ROOM) == int((now + 61) * 1000)
+    assert redis_client.hget("sg:conversation:{discord:1234}:meta", "active_at") == str(int((now + 61) * 1000))
