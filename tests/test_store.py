@@ -275,11 +275,13 @@ def test_a_connection_closed_by_redis_is_replaced_before_use(history, redis_clie
 
 
 def test_reads_keep_working_while_writes_are_paused(history, redis_client):
-    """A failover pauses writes (CLIENT PAUSE WRITE): the read script is flagged no-writes, so it still runs."""
+    """A failover pauses writes (CLIENT PAUSE WRITE): reads run no write script, so they still run."""
     history.append(ROOM, "user", "[Message ID: 1] hi")
-    history.window(ROOM)  # the read script is loaded (SCRIPT LOAD itself waits out a write pause)
+    history.window(ROOM, unless_version=0)  # the conditional read's script is loaded (SCRIPT LOAD would wait)
     redis_client.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
     try:
+        assert history.window(ROOM, unless_version=1) is None
+        assert history.window(ROOM, unless_version=0).version == 1
         assert history.state(ROOM).version == 1
         assert history.window(ROOM).turns == [{"role": "user", "content": "[Message ID: 1] hi"}]
     finally:

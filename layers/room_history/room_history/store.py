@@ -152,7 +152,8 @@ class RoomStore:
     def _read(self, room_id: str, unless_version: int | None) -> RoomSnapshot:
         keys = self.keys(room_id)
         if unless_version is not None:
-            reply = self._transaction([(self.read_if_changed_script, list(keys), [unless_version, self.max_rows])])[0]
+            call = (self.read_if_changed_script, list(keys), [unless_version, self.max_rows])
+            reply = _raised(self._send([call], transaction=False)[0])  # one script: atomic by itself
             if len(reply) == 1:
                 return RoomSnapshot(int(reply[0]), 0, False, None, None, None)
             version, limit, rebackfill, active_at, summary, rows = reply
