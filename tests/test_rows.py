@@ -39,6 +39,65 @@ def test_foreign_rows_decode_to_none(row):
 
 def test_decoding_keeps_only_the_turn_keys():
     assert rows.decode_row('{"role":"assistant","content":"x","extra":1}') == {"role": "assistant", "content": "x"}
+    assert rows.decode_row('{"role":"user","content":"x","tool_call_id":"c","tool_calls":[]}') == {
+        "role": "user",
+        "content": "x",
+    }
+
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
+TOOL_TURNS = [
+    {"role": "assistant", "content": None, "tool_calls": [CALL]},
+    {"role": "assistant", "content": "[Message ID: 4] checking", "tool_calls": [CALL, {**CALL, "id": "call_2"}]},
+    {"role": "tool", "content": "12°C", "tool_call_id": "call_1"},
+    {"role": "tool", "content": [{"type": "text", "text": "[Message ID: 5] 12°C"}], "tool_call_id": "call_2"},
+]
+
+
+def test_tool_turns_round_trip_with_exactly_their_keys():
+    for turn in TOOL_TURNS:
+        row = rows.encode_row(turn, 1000)
+        assert list(json.loads(row)) == list(turn) and rows.decode_row(row) == turn
+    assert rows.encode_row(TOOL_TURNS[0], 1000) == (
+        '{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function",'
+        '"function":{"name":"get_weather","arguments":"{\\"city\\":\\"Oslo\\"}"}}]}'
+    )
+
+
+def test_an_oversize_tool_call_names_tool_calls():
+    call = {**CALL, "function": {"name": "f", "arguments": "x" * 99}}
+    big = {"role": "assistant", "content": None, "tool_calls": [call]}
+    with pytest.raises(TurnTooLarge, match="^tool_calls: "):
+        rows.encode_row(big, 50)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        '{"role":"assistant","content":null}',
+        '{"role":"assistant","tool_calls":[]}',
+        '{"role":"assistant","content":null,"tool_calls":[{"id":1,"function":{"name":"f","arguments":"{}"}}]}',
+        '{"role":"assistant","content":null,"tool_calls":[{"id":"c","function":{"name":"f","arguments":{}}}]}',
+        '{"role":"assistant","content":null,"tool_calls":{"id":"c"}}',
+        '{"role":"tool","content":"x"}',
+        '{"role":"tool","content":"x","tool_call_id":5}',
+        '{"role":"tool","content":null,"tool_call_id":"c"}',
+        '{"role":"user","content":{"type":"text"}}',
+        '{"role":"user","content":[]}',
+    ],
+)
+def test_foreign_tool_rows_decode_to_none(row):
+    assert rows.decode_row(row) is None
+
+
+class TestDedupeKeys:
+    def test_keys_of_each_kind_of_turn(self):
+        assert rows.dedupe_keys({"role": "user", "content": "[Message ID: 1] hi"}) == ["id:1"]
+        assert rows.dedupe_keys({"role": "user", "content": "hi"}) == []
+        assert rows.dedupe_keys(TOOL_TURNS[0]) == ["call:call_1"]
+        assert rows.dedupe_keys(TOOL_TURNS[1]) == ["id:4"]  # a marker is the turn's identity
+        assert rows.dedupe_keys(TOOL_TURNS[2]) == ["result:call_1"]
+        assert rows.dedupe_keys(TOOL_TURNS[3]) == ["id:5", "result:call_2"]
 
 
 def test_needle_matches_escaped_ids():
@@ -63,6 +122,37 @@ OWN_ID_CASES = {
     "no text part": [IMAGE],
     "unclosed marker": "[Message ID: 11 no bracket",
 }
+
+
+# Rows written by encode_row, and foreign rows another writer left, fed to both dedupe_keys.
+DEDUPE_ROWS = [
+    *(rows.encode_row(turn, 10_000) for turn in TOOL_TURNS),
+    *(rows.encode_row({"role": "user", "content": content}, 10_000) for content in OWN_ID_CASES.values()),
+    rows.encode_row({"role": "assistant", "content": "[Message ID: 3] plain"}, 10_000),
+    rows.encode_row({"role": "tool", "content": "x", "tool_call_id": 'ж-🙂/\\"q'}, 10_000),
+    rows.encode_row({"role": "assistant", "content": [IMAGE], "tool_calls": [CALL]}, 10_000),
+    '{"role":"system","content":"[Message ID: 1] x"}',
+    '{"role":"user","content":"[Message ID: 1] x","tool_call_id":"c","tool_calls":[{"id":"d"}]}',
+    '{"role":"assistant","tool_calls":[{"id":"c","function":{"name":"f","arguments":"{}"}}]}',
+    '{"role":"assistant","content":null,"tool_calls":[{"id":"c","function":{"name":"f"}}]}',
+    '{"role":"assistant","content":null,"tool_calls":[{"id":"c","function":{"name":"f","arguments":"{}"}},null]}',
+    '{"role":"assistant","content":{"text":"[Message ID: 2]"}}',
+    '{"role":"tool","content":"[Message ID: 2] x"}',
+    '{"role":"tool","content":"[Message ID: 2] x","tool_call_id":"c"}',
+    '{"role":"user","content":[]}',
+    '{"role":"user","content":{}}',
+    "not json",
+    "[1, 2]",
+    '"[Message ID: 1]"',
+]
+
+
+@pytest.mark.parametrize("row", DEDUPE_ROWS)
+def test_lua_dedupe_keys_agree_with_the_python_keys(row, redis_client: redis.Redis):
+    """rows.dedupe_keys of the decoded row (none for a foreign row) and the Lua twin on the stored row."""
+    turn = rows.decode_row(row)
+    expected = rows.dedupe_keys(turn) if turn is not None else []
+    assert redis_client.eval(rows.OWN_ID_LUA + "return dedupe_keys(ARGV[1])", 0, row) == expected
 
 
 @pytest.mark.parametrize("case", OWN_ID_CASES)

@@ -71,6 +71,76 @@ class TestNewTurn:
             rules.new_turn("user", [part])
 
 
+def tool_call(call_id="call_1", name="get_weather", arguments='{"city": "Oslo"}', **extra) -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}, **extra}
+
+
+class TestToolTurns:
+    def test_a_tool_call_turn_may_have_null_content(self):
+        turn, message_id = rules.new_turn("assistant", None, tool_calls=[tool_call()])
+        assert turn == {"role": "assistant", "content": None, "tool_calls": [tool_call()]} and message_id is None
+
+    def test_tool_calls_keep_only_the_contract_keys(self):
+        sent = [{**tool_call(index=0), "function": {**tool_call()["function"], "extra": 1}}]
+        turn, _ = rules.new_turn("assistant", "[Message ID: 9] let me look", tool_calls=sent)
+        assert turn["tool_calls"] == [tool_call()] and turn["content"] == "[Message ID: 9] let me look"
+
+    def test_arguments_are_kept_verbatim_even_when_not_json(self):
+        """A model may emit malformed arguments; the history holds what it said."""
+        turn, _ = rules.new_turn("assistant", None, tool_calls=[tool_call(arguments='{"city": "Os')])
+        assert turn["tool_calls"][0]["function"]["arguments"] == '{"city": "Os'
+
+    def test_a_tool_result(self):
+        turn, message_id = rules.new_turn("tool", "12°C", tool_call_id="call_1")
+        assert turn == {"role": "tool", "content": "12°C", "tool_call_id": "call_1"} and message_id is None
+
+    def test_null_fields_count_as_absent(self):
+        turn, _ = rules.new_turn("user", "hi", None, None, None)
+        assert turn == {"role": "user", "content": "hi"}
+
+    @pytest.mark.parametrize(
+        "role, content, tool_calls, tool_call_id, field",
+        [
+            ("user", "hi", [tool_call()], None, "tool_calls"),
+            ("tool", "hi", [tool_call()], "call_1", "tool_calls"),
+            ("assistant", "hi", None, "call_1", "tool_call_id"),
+            ("user", "hi", None, "call_1", "tool_call_id"),
+            ("tool", "12°C", None, None, "tool_call_id"),
+            ("tool", "12°C", None, "", "tool_call_id"),
+            ("tool", "12°C", None, 7, "tool_call_id"),
+            ("tool", "12°C", None, "a b", "tool_call_id"),
+            ("tool", None, None, "call_1", "content"),
+            ("tool", "", None, "call_1", "content"),
+            ("assistant", None, None, None, "content"),
+            ("assistant", None, [], None, "tool_calls"),
+            ("assistant", None, {"id": "x"}, None, "tool_calls"),
+            ("assistant", "", [tool_call()], None, "content"),
+            ("assistant", None, ["call_1"], None, "tool_calls[0]"),
+            ("assistant", None, [tool_call(), tool_call(call_id=None)], None, "tool_calls[1].id"),
+            ("assistant", None, [tool_call(call_id="x" * 300)], None, "tool_calls[0].id"),
+            ("assistant", None, [tool_call(), tool_call()], None, "tool_calls[1].id"),
+            ("assistant", None, [{**tool_call(), "type": "code"}], None, "tool_calls[0].type"),
+            ("assistant", None, [{"id": "c", "type": "function"}], None, "tool_calls[0].function"),
+            ("assistant", None, [tool_call(name="")], None, "tool_calls[0].function.name"),
+            ("assistant", None, [tool_call(name=None)], None, "tool_calls[0].function.name"),
+            ("assistant", None, [tool_call(arguments={"city": "Oslo"})], None, "tool_calls[0].function.arguments"),
+            ("assistant", None, [tool_call(arguments=None)], None, "tool_calls[0].function.arguments"),
+            ("assistant", None, [tool_call(arguments="\ud800")], None, "tool_calls[0].function.arguments"),
+        ],
+    )
+    def test_malformed_tool_turns_name_the_field(self, role, content, tool_calls, tool_call_id, field):
+        with pytest.raises(InvalidInput) as error:
+            rules.new_turn(role, content, None, tool_calls, tool_call_id)
+        assert error.value.field == field
+
+    def test_a_message_id_needs_a_marker_in_the_content(self):
+        with pytest.raises(InvalidInput, match="^message_id: "):
+            rules.new_turn("assistant", None, "5", [tool_call()])
+
+    def test_a_tool_call_turn_has_no_marker_in_null_content(self):
+        assert rules.message_id_in(None) is None and rules.message_text(None) is None
+
+
 class TestIds:
     @pytest.mark.parametrize("value", ["", "a b", "tab\there", "x" * 257, "{room}", "a}", "bell\x07", 5, None])
     def test_bad_room_ids(self, value):

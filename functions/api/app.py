@@ -29,6 +29,7 @@ from room_history.errors import (
 from room_history.history import RoomHistory, Window
 from room_history.prompt import SystemPrompt
 from room_history.settings import Settings
+from room_history.window import max_tokens_from_query, message_list, validate_max_tokens
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -121,29 +122,47 @@ def not_modified(version: int) -> Response:
 
 
 class MessageList:
-    """The body of every message route, for one request's room and template context."""
+    """The body of every message route, for one request's room, template context and token budget."""
 
-    def __init__(self, room_id: str, context: Any, field: str = "context"):
-        self.room_id, self.context, self.field = room_id, context, field
+    def __init__(self, room_id: str, context: Any, max_tokens: int | None, field: str = "context"):
+        self.room_id, self.context, self.max_tokens, self.field = room_id, context, max_tokens, field
         # Rendered before any write, so a bad context or a failing template changes nothing.
         self.prompt = system_prompt.render(room_id, context, field)
 
+    @classmethod
+    def of_body(cls, room_id: str, body: dict[str, Any]) -> MessageList:
+        return cls(room_id, body.get("context"), validate_max_tokens(body.get("max_tokens")))
+
+    @classmethod
+    def of_query(cls, room_id: str, query: dict[str, str]) -> MessageList:
+        """The query string is the template context, but for max_tokens: reserved, never passed to the template."""
+        context = dict(query)
+        return cls(room_id, context, max_tokens_from_query(context.pop("max_tokens", None)), "query string")
+
     def response(self, window: Window, status: int = 200, **counts: int) -> Response:
-        """The system message (when the prompt is not blank), then the window's turns."""
+        """window.message_list of the room's turns: tool pairs whole, and the budget when one was asked for."""
         prompt = self.prompt
         if window.summary is not None:  # the room's summary is known once Redis answered
             prompt = system_prompt.render(self.room_id, self.context, self.field, window.summary)
-        system = [{"role": "system", "content": prompt}] if prompt else []
-        body = {"room_id": self.room_id, "version": window.version, "messages": system + window.turns, **counts}
+        listed = message_list(prompt, window.turns, self.max_tokens, settings.media_part_tokens)
+        body = {"room_id": self.room_id, "version": window.version, "messages": listed.messages, **counts}
+        if self.max_tokens is not None:
+            body.update(tokens=listed.tokens, truncated=listed.truncated)
         return json_response(status, body, window.version)
 
 
 @app.post("/rooms/<room_id>/messages")
 def append_message(room_id: str) -> Response:
     room_id, body = path_id("room_id", room_id), request_body()
-    messages = MessageList(room_id, body.get("context"))
+    messages = MessageList.of_body(room_id, body)
     window, stored = room_history().append(
-        room_id, body.get("role"), body.get("content"), body.get("message_id"), if_match()
+        room_id,
+        body.get("role"),
+        body.get("content"),
+        body.get("message_id"),
+        if_match(),
+        tool_calls=body.get("tool_calls"),
+        tool_call_id=body.get("tool_call_id"),
     )
     logger.info("turn appended" if stored else "turn already stored", room_id=room_id, version=window.version)
     return messages.response(window, 201 if stored else 200)
@@ -152,7 +171,7 @@ def append_message(room_id: str) -> Response:
 @app.get("/rooms/<room_id>/messages")
 def list_messages(room_id: str) -> Response:
     room_id, known = path_id("room_id", room_id), if_none_match()
-    messages = MessageList(room_id, app.current_event.query_string_parameters or {}, "query string")
+    messages = MessageList.of_query(room_id, app.current_event.query_string_parameters or {})
     window = room_history().window(room_id, known)
     return not_modified(known) if window is None else messages.response(window)
 
@@ -160,7 +179,7 @@ def list_messages(room_id: str) -> Response:
 @app.post("/rooms/<room_id>/batch")
 def append_batch(room_id: str) -> Response:
     room_id, body = path_id("room_id", room_id), request_body()
-    messages = MessageList(room_id, body.get("context"))
+    messages = MessageList.of_body(room_id, body)
     window, counts = room_history().append_batch(room_id, body.get("turns"), body.get("position"), if_match())
     logger.info("batch stored", room_id=room_id, version=window.version, **vars(counts))
     return messages.response(window, 201 if counts.stored else 200, **vars(counts))
@@ -169,7 +188,7 @@ def append_batch(room_id: str) -> Response:
 @app.post("/rooms/<room_id>/compact")
 def compact_room(room_id: str) -> Response:
     room_id, body = path_id("room_id", room_id), request_body()
-    messages = MessageList(room_id, body.get("context"))
+    messages = MessageList.of_body(room_id, body)
     window = room_history().compact(room_id, body.get("through"), body.get("summary"), if_match())
     logger.info("room compacted", room_id=room_id, version=window.version)
     return messages.response(window)
@@ -178,7 +197,7 @@ def compact_room(room_id: str) -> Response:
 def change_message(room_id: str, message_id: str, operation: Callable[..., Window], field: str, done: str) -> Response:
     """Edit, delete and reactions: the same request shape, one RoomHistory operation each."""
     room_id, message_id, body = path_id("room_id", room_id), path_id("message_id", message_id), request_body()
-    messages = MessageList(room_id, body.get("context"))
+    messages = MessageList.of_body(room_id, body)
     window = operation(room_history(), room_id, message_id, body.get(field), if_match())
     logger.info(done, room_id=room_id, message_id=message_id, version=window.version)
     return messages.response(window)

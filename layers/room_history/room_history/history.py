@@ -13,6 +13,7 @@ from . import rows, rules
 from .errors import InvalidInput, MessageNotFound, TurnTooLarge, VersionMismatch, WriteConflict
 from .settings import Settings
 from .store import RoomStore, WriteResult, connect
+from .window import whole_pairs
 
 WRITE_ATTEMPTS = 16
 BACKOFF_BASE_SECONDS = 0.005
@@ -90,7 +91,7 @@ class RoomHistory:
         snapshot = self.store.read(room_id, unless_version)
         if snapshot.rows is None:
             return None
-        turns = _turns(snapshot.rows)  # counted as the message list shows them
+        turns = whole_pairs(_turns(snapshot.rows))  # counted as the message list shows them
         return RoomState(
             version=snapshot.version,
             message_count=len(turns),
@@ -102,11 +103,20 @@ class RoomHistory:
         )
 
     def append(
-        self, room_id: str, role: Any, content: Any, message_id: Any = None, expected_version: int | None = None
+        self,
+        room_id: str,
+        role: Any,
+        content: Any,
+        message_id: Any = None,
+        expected_version: int | None = None,
+        *,
+        tool_calls: Any = None,
+        tool_call_id: Any = None,
     ) -> tuple[Window, bool]:
         """Store a turn once; returns the window and whether it was stored now (False: already there)."""
         rules.validate_id("room_id", room_id)
-        row, dedupe_keys = self._new_row({"role": role, "content": content, "message_id": message_id})
+        fields = {"role": role, "content": content, "message_id": message_id}
+        row, dedupe_keys = self._new_row({**fields, "tool_calls": tool_calls, "tool_call_id": tool_call_id})
         result = self.store.append(room_id, row, dedupe_keys, self._now_ms(), expected_version)
         return _window(result), result.status == 1
 
@@ -190,7 +200,13 @@ class RoomHistory:
 
     def _new_row(self, fields: dict[str, Any]) -> tuple[str, list[str]]:
         """A validated turn of a request body as its stored row and dedupe keys."""
-        turn, _ = rules.new_turn(fields.get("role"), fields.get("content"), fields.get("message_id"))
+        turn, _ = rules.new_turn(
+            fields.get("role"),
+            fields.get("content"),
+            fields.get("message_id"),
+            fields.get("tool_calls"),
+            fields.get("tool_call_id"),
+        )
         return rows.encode_row(turn, self.settings.max_turn_bytes), rows.dedupe_keys(turn)
 
     def _within_size(self, content: rules.Content) -> rules.Content:
@@ -226,7 +242,7 @@ class RoomHistory:
             turns = rows.decode_rows(snapshot.rows)
             index = rules.find_turn(turns, message_id)
             turn = turns[index]
-            changed = {"role": turn["role"], "content": change(turn["content"])}
+            changed = {**turn, "content": change(turn["content"])}  # tool calls and tool_call_id stay
             new_row = rows.encode_row(changed, self.settings.max_turn_bytes)
             result = self.store.replace_turn(
                 room_id, snapshot.version, index - len(turns), snapshot.rows[index], new_row, self._now_ms()

@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import InvalidInput, MessageNotFound
 
-ROLES = ("user", "assistant")
+ROLES = ("user", "assistant", "tool")
 MAX_ID_LENGTH = 256
 MIN_LIMIT, MAX_LIMIT = 50, 1000
 MAX_BATCH = 100
@@ -83,13 +83,53 @@ def validate_content(value: Any, field: str = "content") -> Content:
 
 def validate_role(value: Any) -> str:
     if value not in ROLES:
-        raise InvalidInput("role", "must be 'user' or 'assistant'")
+        raise InvalidInput("role", "must be 'user', 'assistant' or 'tool'")
     return value
 
 
-def message_text(content: Content) -> str | None:
-    """The text that carries the marker: the string itself, or the first text part."""
-    if isinstance(content, str):
+def _text(field: str, value: Any, empty_ok: bool = False) -> str:
+    if not isinstance(value, str) or (value == "" and not empty_ok):
+        raise InvalidInput(field, "must be a string" if empty_ok else "must be a non-empty string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(field, "must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def validate_tool_calls(value: Any) -> list[dict[str, Any]]:
+    """An assistant turn's tool calls, each reduced to the keys of the contract (id, type, function).
+
+    `arguments` must be a string but need not parse as JSON: models do emit malformed arguments, the
+    history must hold what the model said, and the tool result that answers it needs its call in the list.
+    """
+    if not isinstance(value, list) or not value:
+        raise InvalidInput("tool_calls", "must be a non-empty list of tool calls")
+    calls, seen = [], set()
+    for position, call in enumerate(value):
+        where = f"tool_calls[{position}]"
+        if not isinstance(call, dict):
+            raise InvalidInput(where, "must be an object with 'id', 'type' and 'function'")
+        call_id = validate_id(f"{where}.id", call.get("id"))
+        if call_id in seen:
+            raise InvalidInput(f"{where}.id", f"repeats the id {call_id!r} of an earlier tool call")
+        seen.add(call_id)
+        if call.get("type") != "function":
+            raise InvalidInput(f"{where}.type", "must be 'function'")
+        function = call.get("function")
+        if not isinstance(function, dict):
+            raise InvalidInput(f"{where}.function", "must be an object with 'name' and 'arguments'")
+        name = _text(f"{where}.function.name", function.get("name"))
+        if not isinstance(function.get("arguments"), str):
+            raise InvalidInput(f"{where}.function.arguments", "must be a string (the arguments as JSON text)")
+        arguments = _text(f"{where}.function.arguments", function["arguments"], empty_ok=True)
+        calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
+    return calls
+
+
+def message_text(content: Content | None) -> str | None:
+    """The text that carries the marker: the string itself, or the first text part (none in a null content)."""
+    if content is None or isinstance(content, str):
         return content
     for part in content:
         if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
@@ -108,15 +148,35 @@ def with_message_text(content: Content, text: str) -> Content:
     return parts
 
 
-def message_id_in(content: Content) -> str | None:
+def message_id_in(content: Content | None) -> str | None:
     """A turn's own message id: the first marker of its message text."""
     found = MARKER_PATTERN.search(message_text(content) or "")
     return found.group(1) if found else None
 
 
-def new_turn(role: Any, content: Any, message_id: Any = None) -> tuple[Turn, str | None]:
-    """Validate an incoming turn and settle its message id (body field and marker must agree)."""
-    turn = {"role": validate_role(role), "content": validate_content(content)}
+def new_turn(
+    role: Any, content: Any, message_id: Any = None, tool_calls: Any = None, tool_call_id: Any = None
+) -> tuple[Turn, str | None]:
+    """Validate an incoming turn and settle its message id (body field and marker must agree).
+
+    The turn holds exactly the keys of its chat message: `tool_calls` only on an assistant turn that
+    calls tools (its content may then be null), `tool_call_id` only on a tool result. A null field
+    counts as absent, as OpenAI clients serialize unset fields.
+    """
+    role = validate_role(role)
+    turn: Turn = {"role": role}
+    if tool_calls is not None and role != "assistant":
+        raise InvalidInput("tool_calls", "only an assistant turn calls tools")
+    if tool_call_id is not None and role != "tool":
+        raise InvalidInput("tool_call_id", "only a tool turn answers a tool call")
+    if role == "tool" and tool_call_id is None:
+        raise InvalidInput("tool_call_id", "a tool turn must name the tool call it answers")
+    calls = validate_tool_calls(tool_calls) if tool_calls is not None else None
+    turn["content"] = None if calls is not None and content is None else validate_content(content)
+    if calls is not None:
+        turn["tool_calls"] = calls
+    if tool_call_id is not None:
+        turn["tool_call_id"] = validate_id("tool_call_id", tool_call_id)
     in_content = message_id_in(turn["content"])
     if message_id is None:
         return turn, (validate_id("message_id", in_content) if in_content is not None else None)

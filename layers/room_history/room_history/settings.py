@@ -21,6 +21,7 @@ class Settings:
     system_prompt_template: str | None = None
     system_prompt_parameter: str | None = None
     redis_timeout_seconds: float = 2.0
+    media_part_tokens: int = 1000  # estimated tokens of one non-text content part (window.estimate_tokens)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -52,6 +53,7 @@ _NUMBERS = (
     ("max_turn_bytes", "MAX_TURN_BYTES", int),
     ("max_idle_seconds", "MAX_IDLE_SECONDS", int),
     ("redis_timeout_seconds", "REDIS_TIMEOUT_SECONDS", float),
+    ("media_part_tokens", "MEDIA_PART_TOKENS", int),
 )
 
 
