@@ -22,6 +22,11 @@ from support import IMAGE, Api, room_path
 SPEC = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
 ROOM = "fuzz:room"
 SEEDED = {"1": "[Message ID: 1] hello", "2": [{"type": "text", "text": "[Message ID: 2] look"}, IMAGE]}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+TOOL_EXCHANGE = [  # listed by every message route of the seeded room, with or without a budget
+    {"role": "assistant", "content": "[Message ID: 3] checking", "tool_calls": [CALL]},
+    {"role": "tool", "content": "12°C", "tool_call_id": "call_1"},
+]
 
 # http.server answers TRACE and QUERY itself (501), before any route: those probes test the stand-in, not the API.
 ROUTED_METHODS = ["get", "put", "post", "delete", "options", "patch"]
@@ -61,13 +66,22 @@ class Tally:
 
     def __init__(self):
         self.cases, self.operations, self.failures = 0, set(), set()
+        self.fields = {"tool_calls": 0, "tool_call_id": 0, "max_tokens": 0}  # cases sending each new field
+
+    def sent(self, case) -> None:
+        body = case.body if isinstance(case.body, dict) else {}
+        for field in self.fields:
+            self.fields[field] += field in body or field in (case.query or {})
 
     def failed(self, label: str, error: BaseException) -> None:
         for failure in getattr(error, "exceptions", [error]):
             self.failures.add((label, type(failure).__name__))
 
     def line(self) -> str:
-        return f"fuzz: {self.cases} cases over {len(self.operations)} operations, {len(self.failures)} failures"
+        fields = ", ".join(f"{count} with {field}" for field, count in self.fields.items())
+        return (
+            f"fuzz: {self.cases} cases over {len(self.operations)} operations ({fields}), {len(self.failures)} failures"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +106,8 @@ def seeded_room(redis_server, redis_client):
     api = Api({"REDIS_URL": redis_server.url})
     for content in SEEDED.values():
         assert api.call("POST", room_path(ROOM, "messages"), {"role": "user", "content": content}).status == 201
+    for turn in TOOL_EXCHANGE:
+        assert api.call("POST", room_path(ROOM, "messages"), turn).status == 201
     assert api.call("PUT", room_path(ROOM, "messages", "1", "reactions"), {"reactions": "👍 x1"}).status == 200
 
 
@@ -101,6 +117,7 @@ def seeded_room(redis_server, redis_client):
 def test_every_response_matches_the_description(case, base_url, seeded_room, tally):
     tally.cases += 1
     tally.operations.add(case.operation.label)
+    tally.sent(case)
     try:
         case.call_and_validate(base_url=base_url, checks=CHECKS)
     except BaseException as error:  # schemathesis' FailureGroup is a BaseExceptionGroup

@@ -32,25 +32,33 @@ ROOM = "/rooms/{room_id}"
 CONTRACT = {
     ("POST", MESSAGES): (
         {201, 200, 400, 412, 413, 500, 503},
-        {"role", "content", "message_id", "context"},
-        {"role", "content"},
+        {"role", "content", "message_id", "tool_calls", "tool_call_id", "context", "max_tokens"},
+        {"role"},  # and content, or tool_calls (anyOf)
     ),
     ("GET", MESSAGES): ({200, 304, 400, 500, 503}, None, None),
     ("POST", ROOM + "/batch"): (
         {201, 200, 400, 412, 413, 500, 503},
-        {"turns", "position", "context"},
+        {"turns", "position", "context", "max_tokens"},
         {"turns"},
     ),
     ("POST", ROOM + "/compact"): (
         {200, 400, 404, 412, 413, 500, 503},
-        {"through", "summary", "context"},
+        {"through", "summary", "context", "max_tokens"},
         {"through", "summary"},
     ),
-    ("PATCH", MESSAGE): ({200, 400, 404, 409, 412, 413, 500, 503}, {"content", "context"}, {"content"}),
-    ("DELETE", MESSAGE): ({200, 400, 404, 409, 412, 413, 500, 503}, {"deleted_at", "context"}, None),
+    ("PATCH", MESSAGE): (
+        {200, 400, 404, 409, 412, 413, 500, 503},
+        {"content", "context", "max_tokens"},
+        {"content"},
+    ),
+    ("DELETE", MESSAGE): (
+        {200, 400, 404, 409, 412, 413, 500, 503},
+        {"deleted_at", "context", "max_tokens"},
+        None,
+    ),
     ("PUT", MESSAGE + "/reactions"): (
         {200, 400, 404, 409, 412, 413, 500, 503},
-        {"reactions", "context"},
+        {"reactions", "context", "max_tokens"},
         {"reactions"},
     ),
     ("GET", ROOM): ({200, 304, 400, 503}, None, None),
@@ -163,10 +171,23 @@ MESSAGE_LIST = {
         {"role": "assistant", "content": [{"type": "text", "text": "[Message ID: 2] look"}, {"type": "image_url"}]},
     ],
 }
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+TOOL_EXCHANGE = [
+    {"role": "assistant", "content": None, "tool_calls": [CALL]},
+    {"role": "tool", "content": "12°C", "tool_call_id": "call_1"},
+    {"role": "assistant", "content": "[Message ID: 3] checking", "tool_calls": [CALL]},
+]
 ROOM_STATE = unknown_room_state("discord:404")
 VALID = [
     ("MessageList", MESSAGE_LIST),
     ("MessageList", {"room_id": "discord:1", "version": 0, "messages": []}),
+    ("MessageList", {**MESSAGE_LIST, "messages": TOOL_EXCHANGE, "tokens": 40, "truncated": True}),
+    ("AppendBody", {"role": "assistant", "tool_calls": [CALL]}),
+    ("BatchBody", {"turns": [*TOOL_EXCHANGE, {"role": "user", "content": "hi"}], "max_tokens": 10}),
+    ("AppendBody", {"role": "assistant", "content": None, "tool_calls": [CALL], "max_tokens": 500}),
+    ("AppendBody", {"role": "tool", "content": "12°C", "tool_call_id": "call_1"}),
+    ("AppendBody", {"role": "user", "content": "hi", "max_tokens": None}),
+    ("RoomState", {**ROOM_STATE, "last_role": "tool"}),
     ("RoomState", ROOM_STATE),
     (
         "RoomState",
@@ -187,6 +208,21 @@ VALID = [
 INVALID = [
     ("MessageList", {"room_id": "discord:1", "messages": []}),
     ("MessageList", {**MESSAGE_LIST, "messages": [{"role": "tool", "content": "x"}]}),
+    ("MessageList", {**MESSAGE_LIST, "messages": [{"role": "user", "content": None, "tool_calls": [CALL]}]}),
+    ("MessageList", {**MESSAGE_LIST, "messages": [{"role": "assistant", "content": None}]}),
+    ("MessageList", {**MESSAGE_LIST, "messages": [{**TOOL_EXCHANGE[1], "tool_calls": [CALL]}]}),
+    ("MessageList", {**MESSAGE_LIST, "messages": [{"role": "user", "content": "x", "tool_call_id": "c"}]}),
+    ("MessageList", {**MESSAGE_LIST, "tokens": -1}),
+    ("AppendBody", {"role": "assistant"}),
+    ("AppendBody", {"role": "assistant", "content": None}),
+    ("AppendBody", {"role": "assistant", "content": None, "tool_calls": None}),
+    ("BatchBody", {"turns": [{"role": "tool", "content": "x", "tool_call_id": ""}]}),
+    ("BatchBody", {"turns": [{"role": "assistant", "content": None}]}),
+    ("AppendBody", {"role": "assistant", "content": None, "tool_calls": []}),
+    ("AppendBody", {"role": "assistant", "tool_calls": [{**CALL, "type": "code"}]}),
+    ("AppendBody", {"role": "assistant", "tool_calls": [{**CALL, "function": {"name": "f", "arguments": {}}}]}),
+    ("AppendBody", {"role": "user", "content": "hi", "max_tokens": 0}),
+    ("EditBody", {"content": "hi", "max_tokens": "10"}),
     ("MessageList", {**MESSAGE_LIST, "messages": [{"role": "user", "content": ""}]}),
     ("MessageList", {**MESSAGE_LIST, "extra": 1}),
     ("RoomState", {**ROOM_STATE, "last_role": "system"}),
@@ -207,6 +243,14 @@ def test_schemas_accept_the_contract_bodies(name, body):
 @pytest.mark.parametrize("name, body", INVALID)
 def test_schemas_refuse_broken_bodies(name, body):
     assert not validator(name).is_valid(body)
+
+
+def test_max_tokens_is_a_reserved_query_parameter_of_the_list():
+    (budget,) = [p for p in parameters(MESSAGES, "GET") if p["name"] == "max_tokens"]
+    assert budget["in"] == "query" and budget["schema"] == {"$ref": "#/components/schemas/MaxTokens"}
+    context = next(p for p in parameters(MESSAGES, "GET") if p["name"] == "context")
+    context_schema = jsonschema_rs.Draft202012Validator({**context["schema"], "components": SPEC["components"]})
+    assert context_schema.is_valid({"bot_name": "Sage"}) and not context_schema.is_valid({"max_tokens": "5"})
 
 
 def test_if_match_accepts_what_the_etag_says():
