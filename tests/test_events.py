@@ -17,6 +17,10 @@ SCRIPT = [
     ("set_reactions.json", 200),
     ("delete_message.json", 200),
     ("get_room.json", 200),
+    ("append_tool_call.json", 201),
+    ("append_tool_result.json", 201),
+    ("append_tool_call.json", 200),  # a retried tool call is stored once (by its first tool call id)
+    ("list_messages_budgeted.json", 200),
     ("set_limit.json", 200),
     ("backfill_batch.json", 201),  # the older page the re-backfill request asked for
     ("compact_room.json", 200),
@@ -52,6 +56,10 @@ def test_api_events_in_order(backend):
 
     state = replies["get_room.json"][0].body
     assert (state["room_id"], state["version"], state["message_count"]) == ("discord:1234", 6, 3)
+    budgeted = replies["list_messages_budgeted.json"][0].body
+    assert budgeted["version"] == 8 and budgeted["tokens"] <= 1200 and budgeted["truncated"] is True
+    assert [message["role"] for message in budgeted["messages"]] == ["system", "assistant", "assistant", "tool"]
+    assert budgeted["messages"][2]["tool_calls"][0]["id"] == budgeted["messages"][3]["tool_call_id"]
     limit = replies["set_limit.json"][0].body
     assert limit["room_id"] == "discord:1234" and limit["rebackfill_requested"] is True
     backfilled = replies["backfill_batch.json"][0].body
@@ -63,7 +71,7 @@ def test_api_events_in_order(backend):
     assert "bob asked about the trip" in compacted["messages"][0]["content"]  # the summary, in the prompt
     assert len(compacted["messages"]) == 1 + 2  # 998, 999 and 1001 gave way to the summary
     final = replies["get_room.json"][1].body
-    assert (final["message_count"], final["rebackfill_requested"], final["version"]) == (0, False, 11)
+    assert (final["message_count"], final["rebackfill_requested"], final["version"]) == (0, False, 13)
     assert final["summary"] is None  # the clear removed it
     assert final["limit"] == limit["limit"]
 
