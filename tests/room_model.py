@@ -13,8 +13,8 @@ CHANGE_FIELD = {"edit": "content", "delete": "deleted_at", "react": "reactions"}
 
 
 def marker_text(content) -> str | None:
-    """Where the marker lives: the string itself, or the first text part."""
-    if isinstance(content, str):
+    """Where the marker lives: the string itself, or the first text part (none in a null content)."""
+    if content is None or isinstance(content, str):
         return content
     texts = [part["text"] for part in content if part.get("type") == "text" and isinstance(part.get("text"), str)]
     return texts[0] if texts else None
@@ -35,6 +35,36 @@ def turn_id(content) -> str | None:
     """A turn's message id: the first marker of its marker text."""
     found = MARKER.search(marker_text(content) or "")
     return found.group(1) if found else None
+
+
+def as_turn(fields: dict) -> dict:
+    """The stored turn of a request's fields: role and content, and the tool fields when given."""
+    turn = {"role": fields["role"], "content": fields.get("content")}
+    turn |= {"tool_calls": fields["tool_calls"]} if fields.get("tool_calls") else {}
+    turn |= {"tool_call_id": fields["tool_call_id"]} if fields.get("tool_call_id") else {}
+    return turn
+
+
+def keys(turn: dict) -> set[str]:
+    """What makes a later copy of a turn a duplicate: its message id; a tool result's tool_call_id; an
+    assistant tool-call turn's first tool call id when it has no marker."""
+    message_id = turn_id(turn["content"])
+    found = {f"id:{message_id}"} if message_id is not None else set()
+    if turn["role"] == "tool":
+        found.add(f"result:{turn['tool_call_id']}")
+    elif turn.get("tool_calls") and message_id is None:
+        found.add(f"call:{turn['tool_calls'][0]['id']}")
+    return found
+
+
+def pairs_whole(turns: list[dict]) -> list[dict]:
+    """The list leaves out each tool result whose call is not in an assistant turn before it."""
+    kept = []
+    for turn in turns:
+        called = {call["id"] for earlier in kept for call in earlier.get("tool_calls") or []}
+        if turn["role"] != "tool" or turn["tool_call_id"] in called:
+            kept.append(turn)
+    return kept
 
 
 def find(turns: list[dict], message_id: str) -> int | None:
@@ -117,14 +147,18 @@ class Room:
     def limit(self) -> int:
         return self.limit_override if self.limit_override is not None else self.default_limit
 
-    def append(self, role: str, content) -> bool:
-        """False (and no new version) when a turn with its id is in the window."""
-        message_id = turn_id(content)
-        if message_id is not None and find(self.turns, message_id) is not None:
+    def append(self, role: str, content, tool_calls=None, tool_call_id=None) -> bool:
+        """False (and no new version) when a turn of the window shares one of its keys."""
+        turn = as_turn({"role": role, "content": content, "tool_calls": tool_calls, "tool_call_id": tool_call_id})
+        if any(keys(turn) & keys(other) for other in self.turns):
             return False
-        self.turns = window([*self.turns, {"role": role, "content": content}], self.limit)
+        self.turns = window([*self.turns, turn], self.limit)
         self.version += 1
         return True
+
+    def listed(self) -> list[dict]:
+        """The turns as a message list shows them."""
+        return pairs_whole(self.turns)
 
     def set_limit(self, limit: int) -> tuple[int, bool]:
         clamped = min(MAX_LIMIT, max(MIN_LIMIT, limit))
@@ -140,18 +174,19 @@ class Room:
         self.version += 1
 
     def batch(self, turns: list[dict], at_start: bool) -> tuple[int, int, int]:
-        """(stored, duplicates, dropped); a turn whose id is in the window or earlier in the batch is a duplicate.
+        """(stored, duplicates, dropped); a turn sharing a key with one in the window or earlier in the batch is a
+        duplicate.
         Fresh turns go after the newest turn or before the oldest; the window then keeps the newest `limit`
         turns. A batch that stores nothing changes nothing, not even the version."""
-        seen = {turn_id(turn["content"]) for turn in self.turns} - {None}
+        seen = {key for turn in self.turns for key in keys(turn)}
         fresh, duplicates = [], 0
-        for turn in turns:
-            message_id = turn_id(turn["content"])
-            if message_id is not None and message_id in seen:
+        for fields in turns:
+            turn = as_turn(fields)
+            if keys(turn) & seen:
                 duplicates += 1
                 continue
-            seen.add(message_id)
-            fresh.append({"role": turn["role"], "content": turn["content"]})
+            seen |= keys(turn)
+            fresh.append(turn)
         combined = [*fresh, *self.turns] if at_start else [*self.turns, *fresh]
         kept = window(combined, self.limit)
         stored = sum(1 for turn in fresh if any(turn is kept_turn for kept_turn in kept))
@@ -170,10 +205,11 @@ class Room:
         self.version += 1
 
     def state(self) -> dict:
+        listed = self.listed()
         return {
             "version": self.version,
-            "message_count": len(self.turns),
-            "last_role": self.turns[-1]["role"] if self.turns else None,
+            "message_count": len(listed),
+            "last_role": listed[-1]["role"] if listed else None,
             "limit": self.limit,
             "rebackfill_requested": self.rebackfill,
             "summary": self.summary,
@@ -184,6 +220,6 @@ class Room:
         index = find(self.turns, message_id)
         if index is None:
             raise LookupError(f"no turn with message id {message_id!r}")
-        turn = {"role": self.turns[index]["role"], "content": changed(self.turns[index]["content"], op, value)}
+        turn = {**self.turns[index], "content": changed(self.turns[index]["content"], op, value)}
         self.turns = [*self.turns[:index], turn, *self.turns[index + 1 :]]
         self.version += 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from room_model import CHANGE_FIELD, Room, find, turn_id
+from room_model import CHANGE_FIELD, Room, keys, turn_id
 from test_stress import in_processes
 
 from support import IMAGE, Api, room_path
@@ -23,7 +23,9 @@ WORKERS, OPS_PER_WORKER = 8, 100
 DEFAULT_LIMIT = 50  # MAX_HISTORY: small, so windows slide, limits trim and re-sent ids may be stored again
 REACTIONS = ["👍 x1", "❤️ x2, 🎉 x1", "", "[team] x3", "🫠 [[nested]] x1", "ü ✓"]
 OPERATIONS = {  # weights
-    "append": 30,
+    "append": 24,
+    "tool-call": 4,
+    "tool-result": 4,
     "dup-append": 10,
     "edit": 14,
     "react": 12,
@@ -70,10 +72,22 @@ def new_append(rng: random.Random, worker: int, step: int) -> dict:
     return body
 
 
+def tool_call(worker: int, step: int) -> dict:
+    """An assistant turn calling one or two tools, without a marker (its first call id is its key)."""
+    ids = [f"call-{worker}.{step}.{n}" for n in range(1 + step % 2)]
+    calls = [{"id": id_, "type": "function", "function": {"name": "roll", "arguments": '{"d": 6}'}} for id_ in ids]
+    return {"role": "assistant", "content": None, "tool_calls": calls}
+
+
 def plan(rng: random.Random, worker: int, step: int, sent: list[dict], known: list[str]) -> tuple[str, dict]:
     op = rng.choices(list(OPERATIONS), weights=list(OPERATIONS.values()))[0]
     if op == "dup-append" and sent:
         return op, rng.choice(sent)
+    if op == "tool-call":
+        return op, tool_call(worker, step)
+    calls = [call["id"] for body in sent for call in body.get("tool_calls") or []]
+    if op == "tool-result" and calls:  # often answering a call made long ago: trimmed, so left out
+        return op, {"role": "tool", "content": f"rolled {step % 6 + 1}", "tool_call_id": rng.choice(calls[-4:] + calls)}
     if op in ("edit", "react", "delete") and known:
         target = rng.choice(known)
         if op == "react":
@@ -101,6 +115,8 @@ def plan(rng: random.Random, worker: int, step: int, sent: list[dict], known: li
 
 ROUTES = {
     "append": ("POST", ["messages"]),
+    "tool-call": ("POST", ["messages"]),
+    "tool-result": ("POST", ["messages"]),
     "dup-append": ("POST", ["messages"]),
     "edit": ("PATCH", ["messages", "{id}"]),
     "react": ("PUT", ["messages", "{id}", "reactions"]),
@@ -143,7 +159,7 @@ def work(env: dict, worker: int, seed: int, start) -> list[Call]:
         call = Call(worker, step, room, op, args, last_version[room] if mutating and rng.random() < 0.15 else None)
         send(api, call)
         calls.append(call)
-        if op == "append":
+        if op in ("append", "tool-call", "tool-result"):
             sent.append(args)
         if op in ("batch", "backfill"):
             sent.extend(turn for turn in args["turns"] if turn_id(turn["content"]))
@@ -173,8 +189,9 @@ def apply(model: Room, call: Call) -> None:
     if call.if_match is not None and call.if_match != model.version:
         diverged(call, "If-Match (the version the write was made on)", model.version, call.if_match)
     try:
-        if call.op in ("append", "dup-append"):
-            if not model.append(call.args["role"], call.args["content"]):
+        if call.op in APPENDS:
+            fields = [call.args.get(field) for field in ("role", "content", "tool_calls", "tool_call_id")]
+            if not model.append(*fields):
                 diverged(call, "stored", "already in the window (200)", "stored again (201)")
         elif call.op in CHANGE_FIELD:
             model.change(call.args["id"], call.op, call.args[CHANGE_FIELD[call.op]])
@@ -207,11 +224,14 @@ def observe(model: Room, call: Call) -> None:
         counts = copy.deepcopy(model).batch(call.args["turns"], call.args["position"] == "start")
         if counts[0] != 0 or counts != (call.body["stored"], call.body["duplicates"], call.body["dropped"]):
             diverged(call, "a batch that stores nothing", counts, call.body)
-    already_stored = call.op in ("append", "dup-append") and call.status == 200
-    if already_stored and find(model.turns, turn_id(call.args["content"])) is None:
+    already_stored = call.op in APPENDS and call.status == 200
+    if already_stored and not any(keys(call.args) & keys(turn) for turn in model.turns):
         diverged(call, "stored", "not in the window (201)", "already stored (200)")
-    if "messages" in (call.body or {}) and call.turns != model.turns:
-        diverged(call, *first_difference(model.turns, call.turns))
+    if "messages" in (call.body or {}) and call.turns != model.listed():
+        diverged(call, *first_difference(model.listed(), call.turns))
+
+
+APPENDS = ("append", "dup-append", "tool-call", "tool-result")
 
 
 def is_mutation(call: Call) -> bool:
