@@ -58,6 +58,17 @@ def play(base: str) -> dict:
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
     ]
     call(base, "POST", messages, {"role": "user", "content": image_turn}, 201)
+    # A tool exchange: the assistant calls a tool and the bot stores the result; a retried result is stored once.
+    lookup = {"id": "call_2004", "type": "function", "function": {"name": "cat_names", "arguments": '{"coat": "grey"}'}}
+    asking = {"role": "assistant", "content": "[Message ID: 2004] Let me look some up.", "tool_calls": [lookup]}
+    call(base, "POST", messages, asking, 201)
+    answer = {"role": "tool", "tool_call_id": "call_2004", "content": '["Miso", "Smokey", "Ash"]'}
+    call(base, "POST", messages, answer, 201)
+    call(base, "POST", messages, answer, 200)
+    # A budgeted read: the newest turns that fit in 600 tokens beside the system prompt (the image costs 1000).
+    budgeted = call(base, "GET", f"{messages}?bot_name=Sage&max_tokens=600")
+    roles = [message["role"] for message in budgeted["messages"]]
+    print(f"  max_tokens=600: {roles}, {budgeted['tokens']} tokens, truncated: {budgeted['truncated']}")
     call(
         base, "PATCH", f"{messages}/2001", {"content": "[Message ID: 2001] Hi Sage, what's a good name for a grey cat?"}
     )

@@ -87,7 +87,14 @@ def test_demo_plays_a_conversation(base_url, capsys):
     texts = [m["content"] if isinstance(m["content"], str) else m["content"][0]["text"] for m in messages[1:]]
     assert any("[Reactions: " in text for text in texts) and any("[deleted at " in text for text in texts)
     assert any(isinstance(m["content"], list) and m["content"][-1]["type"] == "image_url" for m in messages[1:])
-    assert "GET" in capsys.readouterr().out
+    calling = next(m for m in messages if m.get("tool_calls"))
+    assert messages[messages.index(calling) + 1] == {
+        "role": "tool",
+        "tool_call_id": calling["tool_calls"][0]["id"],
+        "content": '["Miso", "Smokey", "Ash"]',
+    }
+    out = capsys.readouterr().out
+    assert "GET" in out and "max_tokens=600: ['system', 'assistant', 'tool'], " in out and "truncated: True" in out
 
 
 def test_benchmark_prints_latency_and_round_trips(redis_server, redis_client, monkeypatch, capsys):
