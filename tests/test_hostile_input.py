@@ -97,6 +97,13 @@ def with_body(name: str, field: str, **fields) -> Any:
     return refused(name, 400, field, body={key: value for key, value in body.items() if value is not MISSING})
 
 
+TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+def tool_call(**function) -> dict:
+    return {**TOOL_CALL, "function": {**TOOL_CALL["function"], **function}}
+
+
 BAD_ROOM_IDS = ["a b", "{x}", "a}", "x" * 300, "bell\x07", "nul\x00", "new\nline", "del\x7f", "nbsp\u00a0b"]
 BAD_MESSAGE_IDS = ["a]", "]", "a b", "{1}", "x" * 257, "bell\x07", "tab\t1"]
 MALFORMED_JSON = ["{", '{"limit": 1,}', "[1, 2]", '"text"', "null", '{"limit": NaN}', "{'limit': 1}", DEEP]
@@ -109,7 +116,28 @@ CASES = [
     *[refused(name, 400, "room_id", room=room) for name in routes() for room in BAD_ROOM_IDS],
     *[refused(name, 400, "message_id", message=message) for name in MESSAGE_ROUTES for message in BAD_MESSAGE_IDS],
     # wrong types, unknown roles, empty content
-    *[with_body("append", "role", role=role) for role in [MISSING, None, 5, "system", "tool", "User", "", ["user"]]],
+    *[with_body("append", "role", role=role) for role in [MISSING, None, 5, "system", "Tool", "User", "", ["user"]]],
+    # malformed tool turns: the field at fault is named, down to the tool call's part
+    *[with_body("append", "tool_call_id", role="tool", tool_call_id=bad) for bad in [MISSING, "", "a b", "{x}", 5]],
+    with_body("append", "tool_call_id", role="tool", tool_call_id="x" * 257),
+    with_body("append", "tool_call_id", tool_call_id="call_1"),
+    with_body("append", "tool_calls", tool_calls=[TOOL_CALL]),
+    *[with_body("append", "tool_calls", role="assistant", tool_calls=bad) for bad in [[], "call_1", {"id": "c"}]],
+    with_body("append", "tool_calls[0]", role="assistant", tool_calls=[["call_1"]]),
+    with_body("append", "tool_calls[0].id", role="assistant", tool_calls=[{**TOOL_CALL, "id": "a\nb"}]),
+    with_body("append", "tool_calls[1].id", role="assistant", tool_calls=[TOOL_CALL, TOOL_CALL]),
+    with_body("append", "tool_calls[0].type", role="assistant", tool_calls=[{**TOOL_CALL, "type": None}]),
+    with_body("append", "tool_calls[0].function", role="assistant", tool_calls=[{**TOOL_CALL, "function": []}]),
+    *[
+        with_body("append", "tool_calls[0].function.name", role="assistant", tool_calls=[tool_call(name=bad)])
+        for bad in [None, "", 5]
+    ],
+    *[
+        with_body("append", "tool_calls[0].function.arguments", role="assistant", tool_calls=[tool_call(arguments=bad)])
+        for bad in [None, {"city": "Oslo"}, ["Oslo"], 5]
+    ],
+    *[with_body(name, "max_tokens", max_tokens=bad) for name in CONTEXT_ROUTES for bad in [0, -1, "10", 1.5, True]],
+    *[refused("list", 400, "max_tokens", query=urlencode({"max_tokens": bad})) for bad in ["0", "-1", "1e3", "x", ""]],
     *[
         with_body(name, "content", content=content)
         for name in ["append", "edit"]
