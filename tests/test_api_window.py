@@ -240,3 +240,47 @@ class TestBudget:
         reply = api.call(method, room_path(ROOM, "messages", *rest), body)
         assert reply.status == 400 and reply.body["message"].startswith("max_tokens: ")
         assert backend.dump() == before
+
+
+class TestOtherRoutes:
+    """Batches, compaction and conditional reads speak tool turns and budgets like the single append."""
+
+    def test_a_batch_of_tool_turns_is_stored_exactly_and_once(self, api, backend):
+        exchange = [{"role": "user", "content": "[Message ID: 1] weather?"}, CALLING, RESULT, ANSWER]
+        first = api.call("POST", room_path(ROOM, "batch"), {"turns": exchange})
+        assert first.status == 201 and turns(first) == exchange and stored_rows(backend) == exchange
+        before = backend.dump()
+        retry = api.call("POST", room_path(ROOM, "batch"), {"turns": [CALLING, RESULT, CALLING]})
+        assert retry.status == 200 and (retry.body["stored"], retry.body["duplicates"]) == (0, 3)
+        assert backend.dump() == before
+
+    def test_a_malformed_tool_turn_in_a_batch_is_named_and_nothing_is_stored(self, api, backend):
+        post(api, CALLING)
+        before = backend.dump()
+        bad = {**CALLING, "tool_calls": [{**CALL, "function": {"name": "f", "arguments": {"city": "Oslo"}}}]}
+        reply = api.call("POST", room_path(ROOM, "batch"), {"turns": [RESULT, bad]})
+        assert reply.status == 400 and reply.body["message"].startswith("turns[1].tool_calls[0].function.arguments: ")
+        assert backend.dump() == before
+
+    def test_batch_and_compaction_take_a_budget(self, api, backend):
+        body = {"turns": [{"role": "user", "content": f"[Message ID: {n}] " + "x" * 100} for n in range(4)]}
+        full = api.call("POST", room_path(ROOM, "batch"), body).body["messages"]
+        budget = sum(estimate_tokens(message, 1000) for message in [full[0], *full[-2:]])
+        again = api.call("POST", room_path(ROOM, "batch"), {**body, "max_tokens": budget})
+        assert again.body["messages"] == [full[0], *full[-2:]] and again.body["truncated"] is True
+        assert (again.body["tokens"], again.body["duplicates"]) == (budget, 4)
+        compacted = api.call("POST", room_path(ROOM, "compact"), {"through": "0", "summary": "s", "max_tokens": 1})
+        assert compacted.status == 200 and compacted.body["truncated"] is True
+        assert [m["role"] for m in compacted.body["messages"]] == ["system"]
+        before = backend.dump()
+        bad = api.call("POST", room_path(ROOM, "compact"), {"through": "1", "summary": "s", "max_tokens": 0})
+        assert bad.status == 400 and bad.body["message"].startswith("max_tokens: ")
+        assert backend.dump() == before
+
+    def test_a_conditional_read_with_a_budget(self, api):
+        version = post(api, ANSWER).body["version"]
+        current = {"if-none-match": str(version)}
+        path = room_path(ROOM, "messages")
+        assert api.call("GET", path, headers=current, query="max_tokens=5").status == 304
+        bad = api.call("GET", path, headers=current, query="max_tokens=0")  # checked before the version is
+        assert bad.status == 400 and bad.body["message"].startswith("max_tokens: ")
