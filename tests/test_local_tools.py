@@ -47,6 +47,8 @@ CONTRACT_ROUTES = {
     "PUT /rooms/{room_id}/limit",
     "DELETE /rooms/{room_id}/rebackfill",
     "DELETE /rooms/{room_id}",
+    "POST /rooms/{room_id}/batch",
+    "POST /rooms/{room_id}/compact",
 }
 CONTRACT_ENV = {
     "REDIS_URL",
@@ -57,6 +59,7 @@ CONTRACT_ENV = {
     "MAX_IDLE_SECONDS",
     "SYSTEM_PROMPT_TEMPLATE",
     "SYSTEM_PROMPT_PARAMETER",
+    "MEDIA_PART_TOKENS",
 }
 
 SMALL_TEMPLATE = """
