@@ -69,7 +69,8 @@ def test_api_events_in_order(backend):
     ]
     compacted = replies["compact_room.json"][0].body
     assert "bob asked about the trip" in compacted["messages"][0]["content"]  # the summary, in the prompt
-    assert len(compacted["messages"]) == 1 + 2  # 998, 999 and 1001 gave way to the summary
+    assert len(compacted["messages"]) == 1 + 4  # 998, 999 and 1001 gave way to the summary
+    assert [m["role"] for m in compacted["messages"][-2:]] == ["assistant", "tool"]  # the tool exchange stays
     final = replies["get_room.json"][1].body
     assert (final["message_count"], final["rebackfill_requested"], final["version"]) == (0, False, 13)
     assert final["summary"] is None  # the clear removed it
