@@ -47,8 +47,6 @@ CONTRACT_ROUTES = {
     "PUT /rooms/{room_id}/limit",
     "DELETE /rooms/{room_id}/rebackfill",
     "DELETE /rooms/{room_id}",
-    "POST /rooms/{room_id}/batch",
-    "POST /rooms/{room_id}/compact",
 }
 CONTRACT_ENV = {
     "REDIS_URL",

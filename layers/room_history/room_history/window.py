@@ -34,19 +34,17 @@ class MessageList:
 
 def estimate_tokens(message: dict[str, Any], media_part_tokens: int) -> int:
     """The documented estimate of one message (see the module docstring)."""
-    content = message.get("content")
-    texts, media = [], 0
+    content, text_bytes, media = message.get("content"), 0, 0
     if isinstance(content, str):
-        texts.append(content)
+        text_bytes = len(content.encode("utf-8"))
     elif isinstance(content, list):
         for part in content:
             if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                texts.append(part["text"])
+                text_bytes += len(part["text"].encode("utf-8"))
             else:
                 media += 1
-    for call in message.get("tool_calls") or []:
-        texts += [call["function"]["name"], call["function"]["arguments"]]
-    text_bytes = sum(len(text.encode("utf-8")) for text in texts)
+    for call in message.get("tool_calls") or ():
+        text_bytes += len(call["function"]["name"].encode("utf-8")) + len(call["function"]["arguments"].encode("utf-8"))
     return MESSAGE_OVERHEAD_TOKENS + -(-text_bytes // BYTES_PER_TOKEN) + media_part_tokens * media
 
 
@@ -55,39 +53,32 @@ def whole_pairs(turns: list[Turn]) -> list[Turn]:
     called: set[str] = set()
     kept = []
     for turn in turns:
-        if turn["role"] == "tool" and turn["tool_call_id"] not in called:
-            continue
-        called.update(call["id"] for call in turn.get("tool_calls") or [])
+        if turn["role"] == "tool":
+            if turn["tool_call_id"] not in called:
+                continue
+        elif "tool_calls" in turn:
+            called.update(call["id"] for call in turn["tool_calls"])
         kept.append(turn)
     return kept
 
 
-def cut_points(turns: list[Turn]) -> list[bool]:
-    """cut_points(turns)[i]: turns[i:] splits no tool call from its results (turns already have whole pairs)."""
-    latest_call: dict[str, int] = {}  # tool call id -> index of the latest assistant turn that made it
-    answered = {}  # index of a tool result -> index of its call
-    for index, turn in enumerate(turns):
-        if turn["role"] == "tool":
-            answered[index] = latest_call[turn["tool_call_id"]]
-        for call in turn.get("tool_calls") or []:
-            latest_call[call["id"]] = index
-    cuts, oldest_call = [True] * len(turns), len(turns)  # oldest call answered at or after the index
+def within_budget(turns: list[Turn], system_tokens: int, max_tokens: int, media_part_tokens: int) -> tuple[int, int]:
+    """(index of the oldest turn kept, tokens of the list): the longest suffix of turns (whose pairs are whole)
+    that fits beside the system message and holds no tool result without its call."""
+    total, start, kept_total = system_tokens, len(turns), system_tokens
+    unanswered: set[str] = set()  # tool call ids of results in turns[index:] whose call is not in it
     for index in range(len(turns) - 1, -1, -1):
-        oldest_call = min(oldest_call, answered.get(index, oldest_call))
-        cuts[index] = oldest_call >= index
-    return cuts
-
-
-def within_budget(turns: list[Turn], system_tokens: int, max_tokens: int, media_part_tokens: int) -> int:
-    """Index of the oldest turn kept: the longest suffix that fits with the system message and splits no pair."""
-    cuts, total, start = cut_points(turns), system_tokens, len(turns)
-    for index in range(len(turns) - 1, -1, -1):
-        total += estimate_tokens(turns[index], media_part_tokens)
+        turn = turns[index]
+        total += estimate_tokens(turn, media_part_tokens)
         if total > max_tokens:
             break
-        if cuts[index]:
-            start = index
-    return start
+        if turn["role"] == "tool":
+            unanswered.add(turn["tool_call_id"])
+        elif "tool_calls" in turn:
+            unanswered.difference_update(call["id"] for call in turn["tool_calls"])
+        if not unanswered:
+            start, kept_total = index, total
+    return start, kept_total
 
 
 def message_list(prompt: str | None, turns: list[Turn], max_tokens: int | None, media_part_tokens: int) -> MessageList:
@@ -98,10 +89,8 @@ def message_list(prompt: str | None, turns: list[Turn], max_tokens: int | None, 
     if max_tokens is None:
         return MessageList(system + listed)
     system_tokens = sum(estimate_tokens(message, media_part_tokens) for message in system)
-    start = within_budget(listed, system_tokens, max_tokens, media_part_tokens)
-    kept = listed[start:]
-    tokens = system_tokens + sum(estimate_tokens(turn, media_part_tokens) for turn in kept)
-    return MessageList(system + kept, tokens, start > 0)
+    start, tokens = within_budget(listed, system_tokens, max_tokens, media_part_tokens)
+    return MessageList(system + listed[start:], tokens, start > 0)
 
 
 def validate_max_tokens(value: Any) -> int | None:
