@@ -28,6 +28,7 @@ from room_history.errors import (
 )
 from room_history.history import RoomHistory, Window
 from room_history.prompt import SystemPrompt
+from room_history.rows import PlainRow
 from room_history.settings import Settings
 from room_history.window import max_tokens_from_query, message_list, validate_max_tokens
 
@@ -62,7 +63,17 @@ def error_status(error: HistoryError) -> tuple[int, str]:
 
 def json_response(status: int, body: dict[str, Any], version: int | None = None) -> Response:
     headers = {"ETag": f'"{version}"'} if version is not None else None
-    return Response(status, content_types.APPLICATION_JSON, json.dumps(body, ensure_ascii=False), headers)
+    return Response(status, content_types.APPLICATION_JSON, json_text(body), headers)
+
+
+def json_text(body: dict[str, Any]) -> str:
+    """The body as JSON; stored rows among the messages are JSON already and go in as they are."""
+    messages = body.get("messages")
+    if messages is None:
+        return json.dumps(body, ensure_ascii=False)
+    head = json.dumps({key: value for key, value in body.items() if key != "messages"}, ensure_ascii=False)
+    listed = ",".join(m if isinstance(m, PlainRow) else json.dumps(m, ensure_ascii=False) for m in messages)
+    return f'{head[:-1]},"messages":[{listed}]}}'
 
 
 def error_response(status: int, code: str, message: str) -> Response:
@@ -144,7 +155,7 @@ class MessageList:
         prompt = self.prompt
         if window.summary is not None:  # the room's summary is known once Redis answered
             prompt = system_prompt.render(self.room_id, self.context, self.field, window.summary)
-        listed = message_list(prompt, window.turns, self.max_tokens, settings.media_part_tokens)
+        listed = message_list(prompt, window.items, self.max_tokens, settings.media_part_tokens)
         body = {"room_id": self.room_id, "version": window.version, "messages": listed.messages, **counts}
         if self.max_tokens is not None:
             body.update(tokens=listed.tokens, truncated=listed.truncated)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from . import rows, rules
@@ -23,11 +25,19 @@ REAP_BATCH = 100
 
 @dataclass(frozen=True)
 class Window:
-    """The room's turns (and summary) as of one version."""
+    """The room's turns (and summary) as of one version.
+
+    `items` are the stored turns as the message list carries them: a plain row of ours as it is (no decoding
+    and encoding again on the hot path), any other turn decoded; `turns` decodes them all.
+    """
 
     version: int
-    turns: list[rules.Turn]
+    items: list[rows.PlainRow | rules.Turn]
     summary: str | None = None
+
+    @cached_property
+    def turns(self) -> list[rules.Turn]:
+        return [json.loads(item) if isinstance(item, rows.PlainRow) else item for item in self.items]
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,7 @@ class RoomHistory:
         return RoomState(
             version=snapshot.version,
             message_count=len(turns),
-            last_role=turns[-1]["role"] if turns else None,
+            last_role=rows.role_of(turns[-1]) if turns else None,
             limit=snapshot.limit,
             rebackfill_requested=snapshot.rebackfill_requested,
             last_activity=iso_from_ms(snapshot.active_at_ms),
@@ -261,9 +271,9 @@ class RoomHistory:
         self.sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)))
 
 
-def _turns(stored: list[str]) -> list[rules.Turn]:
-    """The rows that are turns (another writer's garbage is skipped)."""
-    return [turn for turn in rows.decode_rows(stored) if turn is not None]
+def _turns(stored: list[str]) -> list[rows.PlainRow | rules.Turn]:
+    """The rows that are turns (another writer's garbage is skipped), plain rows of ours left as they are."""
+    return [turn for turn in map(rows.plain_or_decoded, stored) if turn is not None]
 
 
 def _window(result: WriteResult) -> Window:

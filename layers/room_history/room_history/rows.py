@@ -100,6 +100,32 @@ def encode_row(turn: Turn, max_bytes: int, field: str = "content") -> str:
     return row
 
 
+# What encode_row writes for a user or assistant turn without tool calls: such a row is a valid chat message
+# as it is, so a response can carry it without decoding and encoding it again. A quote inside a JSON string is
+# escaped, so ',"tool_calls":[' can only be the key itself.
+_PLAIN_OPENINGS = ('{"role":"user","content":', '{"role":"assistant","content":')
+
+
+class PlainRow(str):
+    """A stored row in this service's own encoding of a user or assistant turn without tool calls."""
+
+
+def role_of(turn: PlainRow | Turn) -> str:
+    if isinstance(turn, PlainRow):
+        return "user" if turn[9] == "u" else "assistant"  # '{"role":"u…'
+    return turn["role"]
+
+
+def plain_or_decoded(row: str) -> PlainRow | Turn | None:
+    """The row as it is when it is a plain turn of ours, else decoded (None when it is not a turn).
+
+    Only a row that another writer shaped exactly like ours but broke inside would slip through as JSON.
+    """
+    if row.startswith(_PLAIN_OPENINGS) and row.endswith("}") and ',"tool_calls":[' not in row:
+        return PlainRow(row)
+    return decode_row(row)
+
+
 def decode_rows(rows: list[str]) -> list[Turn | None]:
     """Stored rows as turns; a row that is not a turn (another writer's garbage) becomes None."""
     return [decode_row(row) for row in rows]

@@ -13,10 +13,12 @@ with the common tokenizers; it is an estimate to budget with, not a tokenizer.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidInput
+from .rows import PlainRow
 from .rules import Turn
 
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -48,12 +50,14 @@ def estimate_tokens(message: dict[str, Any], media_part_tokens: int) -> int:
     return MESSAGE_OVERHEAD_TOKENS + -(-text_bytes // BYTES_PER_TOKEN) + media_part_tokens * media
 
 
-def whole_pairs(turns: list[Turn]) -> list[Turn]:
+def whole_pairs(turns: list[PlainRow | Turn]) -> list[PlainRow | Turn]:
     """Leave out every tool result whose call is not in an assistant turn before it (stranded by trimming)."""
     called: set[str] = set()
     kept = []
     for turn in turns:
-        if turn["role"] == "tool":
+        if isinstance(turn, PlainRow):  # a user or assistant turn without tool calls
+            pass
+        elif turn["role"] == "tool":
             if turn["tool_call_id"] not in called:
                 continue
         elif "tool_calls" in turn:
@@ -85,9 +89,9 @@ def message_list(prompt: str | None, turns: list[Turn], max_tokens: int | None, 
     """The system message (when the prompt is not blank), then the window's turns with tool pairs whole;
     with max_tokens, only the newest turns that fit beside the system message, which is always sent."""
     system = [{"role": "system", "content": prompt}] if prompt else []
-    listed = whole_pairs(turns)
     if max_tokens is None:
-        return MessageList(system + listed)
+        return MessageList(system + whole_pairs(turns))  # plain rows stay JSON text: the fast path
+    listed = whole_pairs([json.loads(turn) if isinstance(turn, PlainRow) else turn for turn in turns])
     system_tokens = sum(estimate_tokens(message, media_part_tokens) for message in system)
     start, tokens = within_budget(listed, system_tokens, max_tokens, media_part_tokens)
     return MessageList(system + listed[start:], tokens, start > 0)
