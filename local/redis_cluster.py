@@ -194,6 +194,22 @@ class LocalRedisCluster:
         master_id = next(view.node_id for view in views if view.port == master_port)
         return next(view.port for view in views if view.master_id == master_id)
 
+    def wait_replicated(self, timeout: float = 30.0) -> None:
+        """Wait until every replica has all its master's writes (replication is asynchronous)."""
+        deadline = time.monotonic() + timeout
+        for view in self.view():
+            if not view.master:
+                continue
+            with redis.Redis(port=view.port, decode_responses=True, socket_timeout=1.0) as client:
+                while True:
+                    info = client.info("replication")
+                    offsets = [info[key]["offset"] for key in info if key.startswith("slave")]
+                    if len(offsets) == self.replicas and all(o == info["master_repl_offset"] for o in offsets):
+                        break
+                    if time.monotonic() > deadline:
+                        raise RedisServerError(f"the replicas of {view.port} did not catch up within {timeout} s")
+                    time.sleep(0.02)
+
     def failover(self, replica_port: int) -> None:
         """A coordinated CLUSTER FAILOVER: the replica catches up with its master, then takes over."""
         with redis.Redis(port=replica_port, decode_responses=True, socket_timeout=1.0) as client:

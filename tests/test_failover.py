@@ -297,6 +297,7 @@ def test_the_reaper_recovers_when_the_default_nodes_master_is_killed(cluster):
     reaper = RoomHistory.open(settings)
     assert reaper.reap_idle_rooms() == 0  # a warm container: nothing idle yet
     later = RoomHistory(reaper.store, settings, clock=lambda: time.time() + settings.max_idle_seconds + 60)
+    cluster.wait_replicated()  # this test is about recovering, not about the writes a crash may lose
     victim = cluster.master_of(0)
     cluster.node(victim).kill()
     cluster.wait_master_of(0, not_port=victim)
