@@ -32,13 +32,13 @@ CONTAINERS = 3
 ROOMS_PER_MASTER = 2
 RECOVERY_REQUESTS = 2  # failed requests a container may see once the new primary is in place
 DEADLINE_SECONDS = 30.0  # generous: a loaded 2-core machine; never a timing assertion, only a give-up point
-OK = {200, 201}
+OK = {200, 201, 304}  # 304: a conditional read found the frontend's copy current
 
 
 @dataclass(frozen=True)
 class Call:
     writer: int
-    op: str  # append, read, edit
+    op: str  # append, read, read_if (If-None-Match), edit
     room: str
     message_id: str | None
     content: str | None
@@ -67,10 +67,12 @@ class Writers:
 
     def _run(self, writer: int, api: Api) -> None:
         acknowledged: dict[str, list[str]] = {room: [] for room in self.rooms}
+        etags: dict[str, str] = {}
         step = 0
         while not self.stop.is_set():
             room = self.rooms[step % len(self.rooms)]
-            op = ("append", "append", "read", "append", "edit")[step % 5]
+            # seven steps, prime to the number of rooms: every room gets every operation
+            op = ("append", "append", "read", "append", "edit", "read_if", "append")[step % 7]
             if op == "edit" and not acknowledged[room]:
                 op = "append"
             message_id = content = None
@@ -86,7 +88,10 @@ class Writers:
                 content = f"[Message ID: {message_id}] edited by {writer} at {step}"
                 reply = api.call("PATCH", room_path(room, "messages", message_id), {"content": content})
             else:
-                reply = api.call("GET", room_path(room, "messages"))
+                headers = {"if-none-match": etags[room]} if op == "read_if" and room in etags else None
+                reply = api.call("GET", room_path(room, "messages"), headers=headers)
+            if reply.status in OK and "ETag" in reply.headers:
+                etags[room] = reply.headers["ETag"]
             error = reply.body.get("message") if reply.status >= 500 and isinstance(reply.body, dict) else None
             self.calls.append(
                 Call(writer, op, room, message_id, content, started, time.monotonic(), reply.status, error)
@@ -110,7 +115,7 @@ class Writers:
         def done(calls):
             for writer in range(CONTAINERS):
                 later = [call for call in calls if call.writer == writer and call.started > moment]
-                served = {call.room for call in later if call.op != "read" and call.status in OK}
+                served = {call.room for call in later if not call.op.startswith("read") and call.status in OK}
                 if len(later) < 2 * len(self.rooms) or not set(rooms) <= served:
                     return False
             return True
@@ -146,7 +151,7 @@ class Episode:
                 call.ended
                 for call in calls
                 if call.writer == w
-                and call.op != "read"
+                and not call.op.startswith("read")
                 and call.room in self.failed_rooms
                 and call.started >= self.fault_at
                 and call.status in OK
@@ -189,7 +194,7 @@ def check_history(calls: list[Call], stored: dict[str, list[dict]]) -> None:
         for row in rows:
             assert row["content"] in sent.get(turn_id(row["content"]), set()), row
     statuses = Counter(call.status for call in calls)
-    assert set(statuses) <= {200, 201, 404, 409, 503}, statuses
+    assert set(statuses) <= {200, 201, 304, 404, 409, 503}, statuses
     not_found = {call.message_id for call in calls if call.status == 404}
     assert all(call.op == "edit" for call in calls if call.status == 404)
     assert not_found.isdisjoint(stored_ids), "a 404 for a turn that is stored"
