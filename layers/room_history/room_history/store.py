@@ -25,6 +25,7 @@ UNAVAILABLE = (
     redis.exceptions.ClusterError,  # also ClusterDownError
     redis.exceptions.TryAgainError,
     redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.AskError,  # also MovedError: a slot moved (failover, resharding) and the transaction did not run
 )
 
 
@@ -43,7 +44,10 @@ def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
     )
     try:
         if settings.redis_cluster:
-            return redis.RedisCluster.from_url(settings.redis_url, **options)
+            # Re-read the slot map on every connection error or redirect: a transaction's pipeline counts
+            # failures from zero, so with the default of every 5th it would never re-read it, and the
+            # rooms of a failed-over master would stay unreachable for as long as the container lives.
+            return redis.RedisCluster.from_url(settings.redis_url, reinitialize_steps=1, **options)
         return redis.Redis.from_url(settings.redis_url, **options)
     except (*UNAVAILABLE, redis.exceptions.RedisClusterException) as error:  # no node reachable at start
         raise StoreUnavailable(error) from error
@@ -51,10 +55,14 @@ def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
 
 def _translate_unavailable(method):
     @functools.wraps(method)
-    def wrapper(*args, **kwargs):
+    def wrapper(store, *args, **kwargs):
         try:
-            return method(*args, **kwargs)
+            return method(store, *args, **kwargs)
         except UNAVAILABLE as error:
+            if isinstance(error, redis.exceptions.ReadOnlyError) and isinstance(store.client, redis.Redis):
+                # A primary demoted by a failover keeps its connections: drop them (nothing is sent
+                # again), so the next call connects anew and reaches the new primary behind the endpoint.
+                store.client.connection_pool.disconnect()
             raise StoreUnavailable(error) from error
         except redis.ResponseError as error:
             # a script running too long, writes refused for want of replicas or after a failed snapshot
@@ -294,14 +302,20 @@ class RoomStore:
         Calls answered NOSCRIPT (Redis restarted or failed over and lost its script cache) have their
         scripts loaded and are sent again, here and nowhere else; a transaction is sent again whole, so
         its reads still follow its writes.
+
+        A cluster pipeline that is not a transaction asks its default node which arguments of an EVALSHA
+        are keys; once that node is dead the question fails before the slot map is re-read, for good.
+        So such calls name the node of their keys' slot themselves (a transaction finds it from the keys).
         """
+        by_slot = isinstance(self.client, redis.RedisCluster) and not transaction
         replies: list = [None] * len(calls)
         pending = list(range(len(calls)))
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=transaction)
             for script, keys, args in (calls[index] for index in pending):
                 if script is not None:  # ClusterPipeline blocks its evalsha() method, not the command
-                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                    route = {"target_nodes": self.client.get_node_from_key(keys[0])} if by_slot else {}
+                    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, **route)
                 elif args == "window":
                     pipe.lrange(keys.turns, -self.max_rows, -1)
                 elif args == "summary":
