@@ -167,3 +167,17 @@ def test_lua_own_id_agrees_with_the_python_rule(case, redis_client: redis.Redis)
 def test_lua_own_id_tolerates_foreign_rows(redis_client: redis.Redis):
     for row in ("not json", "[]", '{"content": {"a": 1}}', json.dumps({"role": "user", "content": 5})):
         assert redis_client.eval(rows.OWN_ID_LUA + "return own_id(ARGV[1])", 0, row) is None
+
+
+def test_plain_rows_of_ours_pass_as_they_are_and_others_are_decoded():
+    plain = rows.encode_row({"role": "assistant", "content": 'say "tool_calls": [1]'}, 1000)
+    assert isinstance(rows.plain_or_decoded(plain), rows.PlainRow) and rows.role_of(rows.PlainRow(plain)) == "assistant"
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    tool_calls = rows.encode_row({"role": "assistant", "content": None, "tool_calls": [call]}, 1000)
+    assert rows.plain_or_decoded(tool_calls) == {"role": "assistant", "content": None, "tool_calls": [call]}
+    spaced = '{"role": "user", "content": "written by another client"}'
+    assert rows.plain_or_decoded(spaced) == {"role": "user", "content": "written by another client"}
+    # trusted by its shape: a row written exactly like ours is ours (documented in the README)
+    assert rows.plain_or_decoded('{"role":"user","content":"x","extra":1}') == '{"role":"user","content":"x","extra":1}'
+    assert rows.plain_or_decoded('{"role": "user", "content": "x", "extra": 1}') == {"role": "user", "content": "x"}
+    assert rows.plain_or_decoded("not json") is None
