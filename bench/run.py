@@ -498,7 +498,8 @@ def render(args, latency, cost, writers, cold, parser: str, settings: str, start
             )
         lines += [
             "",
-            f"The machine has {os.cpu_count()} CPUs: beyond that, writers queue for the CPU, not for Redis.",
+            f"The machine has {os.cpu_count()} CPUs: beyond that, writers queue for the CPU, not for Redis."
+            " A reaction answered 404 is one whose turn left the 100-turn window while it waited out conflicts.",
             "",
         ]
     if cold:
