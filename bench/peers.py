@@ -16,8 +16,15 @@ from urllib.parse import quote
 
 import redis
 
-from local.events import LambdaContext, http_event, match_route
-from local.sam_template import environment_defaults, http_routes, load_handler, load_template
+from local.lambda_harness import (
+    LambdaContext,
+    environment_defaults,
+    http_event,
+    http_routes,
+    load_handler,
+    load_template,
+    match_route,
+)
 
 TEMPLATE = load_template()
 ROUTES = http_routes(TEMPLATE)
@@ -43,14 +50,11 @@ class Ours:
 
     def __init__(self, url: str, turns: int, room: str):
         env = {**environment_defaults(TEMPLATE), "REDIS_URL": url, "MAX_HISTORY": str(turns)}
-        properties = TEMPLATE["Resources"]["ApiFunction"]["Properties"]
         saved_env, saved_stdout = dict(os.environ), sys.stdout
         os.environ.update(env)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- Powertools' log handler keeps this stream
         try:
-            self.handler = load_handler(
-                properties["CodeUri"], properties["Handler"], TEMPLATE, name=f"bench_api_{next(_fresh)}"
-            )
+            self.handler = load_handler(TEMPLATE, "ApiFunction", name=f"bench_api_{next(_fresh)}")
         finally:
             sys.stdout = saved_stdout
             os.environ.clear()

@@ -333,7 +333,7 @@ print(time.perf_counter() - started, time.process_time() - cpu)
 
 def measure_cold_import(runs: int) -> dict | None:
     """Median ms of `import app` in fresh 3.13 processes (-B: nothing written, so each one is cold)."""
-    from local.sam_template import environment_defaults, load_template
+    from local.lambda_harness import environment_defaults, load_template
 
     python = find_python313()
     if python is None:
