@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from urllib.parse import quote
 
 import redis
@@ -45,7 +46,7 @@ class Ours:
     """
 
     name = "this service"
-    routes = ("read", "append", "edit", "state")
+    routes = ("read", "append", "edit", "state", "budget", "batch", "compact")
     keeps_window = True
 
     def __init__(self, url: str, turns: int, room: str):
@@ -64,10 +65,12 @@ class Ours:
         self.base = f"/rooms/{quote(room, safe=':')}"
         self.counter = itertools.count()
         self.last_id: str | None = None
+        self.window_ids: deque[str] = deque(maxlen=turns)  # the ids in the room's window, oldest first
 
     def prefill(self) -> None:
         for number in range(self.turns):
             self.last_id = f"w{number}"
+            self.window_ids.append(self.last_id)
             self._call("POST", f"{self.base}/messages", {"role": "user", "content": chat_text(self.last_id)})
 
     def _event(self, method: str, path: str, body=None, query: str = "") -> str:
@@ -96,6 +99,7 @@ class Ours:
 
     def append(self):
         self.last_id = f"n{next(self.counter)}"
+        self.window_ids.append(self.last_id)
         event = self._event("POST", f"{self.base}/messages", {"role": "user", "content": chat_text(self.last_id)})
         return lambda: self._invoke(event)
 
@@ -106,6 +110,22 @@ class Ours:
 
     def state(self):
         event = self._event("GET", self.base)
+        return lambda: self._invoke(event)
+
+    def budget(self):
+        event = self._event("GET", f"{self.base}/messages", query="bot_name=Sage&max_tokens=4000")
+        return lambda: self._invoke(event)
+
+    def batch(self):
+        ids = [f"b{next(self.counter)}" for _ in range(5)]
+        self.window_ids.extend(ids)
+        turns = [{"role": "user", "content": chat_text(message_id)} for message_id in ids]
+        event = self._event("POST", f"{self.base}/batch", {"turns": turns})
+        return lambda: self._invoke(event)
+
+    def compact(self):
+        through = self.window_ids.popleft()
+        event = self._event("POST", f"{self.base}/compact", {"through": through, "summary": "Earlier: " + "chat " * 40})
         return lambda: self._invoke(event)
 
     def settle(self, admin: redis.Redis, keep: int | None = None) -> None:

@@ -37,6 +37,9 @@ ROUTE_NAMES = {
     "append": "append + window back",
     "edit": "edit (PATCH)",
     "state": "room state (GET room)",
+    "budget": "read, max_tokens 4000",
+    "batch": "batch of 5 turns (POST)",
+    "compact": "compact through the oldest turn",
 }
 WRITERS = (1, 2, 4, 8, 16, 32)
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
+
+import redis
 
 from local.lambda_harness import (
     ONE_INVOCATION_AT_A_TIME,
@@ -90,6 +93,23 @@ def turns(reply: Reply) -> list:
 def load_event(name: str) -> dict:
     """An event file of events/, as `sam local invoke -e events/<name>` reads it."""
     return json.loads((EVENTS / name).read_text())
+
+
+@contextmanager
+def counting_round_trips():
+    """Counts the requests written to any Redis connection while active (a pipeline is one write)."""
+    counter = {"n": 0}
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(connection, command, check_health=True):
+        counter["n"] += 1
+        return original(connection, command, check_health)
+
+    redis.connection.AbstractConnection.send_packed_command = counting
+    try:
+        yield counter
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = original
 
 
 class InterleavingStore(RoomStore):

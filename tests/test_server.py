@@ -97,17 +97,6 @@ def test_demo_plays_a_conversation(base_url, capsys):
     assert "GET" in out and "max_tokens=600: ['system', 'assistant', 'tool'], " in out and "truncated: True" in out
 
 
-def test_benchmark_prints_latency_and_round_trips(redis_server, redis_client, monkeypatch, capsys):
-    from local import benchmark
-
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    with benchmark.counting_round_trips() as round_trips:
-        benchmark.run(requests=3, window=5, round_trips=round_trips)
-    table = {line[:26].strip(): line[26:].split() for line in capsys.readouterr().out.splitlines()[2:]}
-    assert table["POST messages (append)"][2] == "1.0" and table["PATCH message"][2] == "2.0"
-    assert len(table) == 8
-
-
 # --- the commands, as a newcomer runs them ---------------------------------------------------
 
 

@@ -10,10 +10,10 @@ from dataclasses import replace
 import pytest
 from redis.crc import key_slot
 
-from local.benchmark import counting_round_trips as round_trips
 from room_history.errors import StoreUnavailable, VersionMismatch
 from room_history.history import RoomHistory
 from room_history.store import RoomKeys
+from support import counting_round_trips as round_trips
 
 ROOM = "discord:1234"
 
