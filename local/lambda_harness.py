@@ -77,15 +77,43 @@ def function_properties(template: dict, function: str) -> dict:
 
 def environment_defaults(template: dict) -> dict[str, str]:
     """Globals' environment as a deployment with default parameters would set it (unset when empty)."""
-    parameters = template.get("Parameters") or {}
     variables = (((template.get("Globals") or {}).get("Function") or {}).get("Environment") or {}).get("Variables")
     values = {}
     for name, value in (variables or {}).items():
-        if isinstance(value, dict) and set(value) == {"Ref"}:
-            value = (parameters.get(value["Ref"]) or {}).get("Default")
+        value = _default_value(template, value)
         if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value) != "":
             values[name] = str(value)
     return values
+
+
+_UNKNOWN = object()
+
+
+def _default_value(template: dict, value: Any) -> Any:
+    """A value under default parameters: literals, Ref of a parameter, Fn::If and the conditions it
+    names (Fn::Equals/Not/And/Or/Condition); anything else (resource attributes, Fn::Sub...) is unknown."""
+    if not isinstance(value, dict):
+        return value
+    if set(value) == {"Ref"}:
+        parameter = (template.get("Parameters") or {}).get(value["Ref"])
+        return _UNKNOWN if parameter is None else parameter.get("Default", _UNKNOWN)
+    if set(value) == {"Fn::If"}:
+        condition, when_true, when_false = value["Fn::If"]
+        holds = _default_value(template, {"Condition": condition})
+        return _UNKNOWN if holds is _UNKNOWN else _default_value(template, when_true if holds else when_false)
+    if set(value) == {"Condition"}:
+        return _default_value(template, (template.get("Conditions") or {}).get(value["Condition"], _UNKNOWN))
+    operation, arguments = next(iter(value.items())) if len(value) == 1 else (None, None)
+    if operation in ("Fn::Equals", "Fn::Not", "Fn::And", "Fn::Or") and isinstance(arguments, list):
+        resolved = [_default_value(template, argument) for argument in arguments]
+        if any(argument is _UNKNOWN for argument in resolved):
+            return _UNKNOWN
+        if operation == "Fn::Equals":
+            return str(resolved[0]) == str(resolved[1])
+        if operation == "Fn::Not":
+            return not resolved[0]
+        return all(resolved) if operation == "Fn::And" else any(resolved)
+    return _UNKNOWN
 
 
 @dataclass(frozen=True)
