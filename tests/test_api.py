@@ -1,4 +1,4 @@
-"""Every route and every error of CONTRACT.md, through the API function's handler, on real Redis."""
+"""Every route and every error of docs/API.md, through the API function's handler, on real Redis."""
 
 from __future__ import annotations
 

@@ -224,3 +224,17 @@ def test_the_token_budget_response_fields_and_the_estimate_are_documented():
     listing = chapter("The message list")
     for name in ("max_tokens", "tokens", "truncated", "summary", "room_id"):
         assert mentions(listing, name), name
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/API.md"])
+def test_the_documentation_names_only_files_a_clone_has(document):
+    """A clone needs nothing beside it: every file path the text names exists, and nothing points outside."""
+    text = (ROOT / document).read_text(encoding="utf-8")
+    assert "CONTRACT.md" not in text and "shared/" not in text
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    paths = re.findall(r"`([\w.-]+(?:/[\w.-]+)+\.(?:md|ya?ml|py|txt|j2|json|toml))`", text)
+    assert links or paths
+    base = (ROOT / document).parent
+    missing = [link for link in links if "://" not in link and not (base / link).exists()]
+    missing += [path for path in paths if not (ROOT / path).exists()]
+    assert not missing, f"{document} names files a clone does not have: {missing}"
