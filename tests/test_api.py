@@ -523,3 +523,14 @@ class TestConditionalReads:
     def test_a_bad_validator_is_400(self, api):
         reply = api.call("GET", room_path(ROOM, "messages"), headers={"if-none-match": "yesterday"})
         assert reply.status == 400 and reply.body["message"].startswith("If-None-Match: ")
+
+
+def test_a_warm_container_reuses_one_redis_connection(single_backend):
+    """The client (and its scripts) is created once per container, not per request."""
+    api = make_api(single_backend, SYSTEM_PROMPT_TEMPLATE=PLAIN_TEMPLATE)
+    connections = lambda: single_backend.client.info("stats")["total_connections_received"]  # noqa: E731
+    before = connections()
+    for number in range(5):
+        assert post(api, f"[Message ID: {number}] hi").status == 201
+        assert api.call("GET", room_path(ROOM)).status == 200
+    assert connections() - before == 1

@@ -29,7 +29,9 @@ OPERATIONS = [
 ]
 HANDLER_SOURCES = sorted((ROOT / "functions" / "api").glob("*.py"))
 CODE_SOURCES = sorted([*(ROOT / "functions").glob("*/*.py"), *(ROOT / "layers/room_history/room_history").glob("*.py")])
-SETTINGS_SOURCE = ROOT / "layers" / "room_history" / "room_history" / "settings.py"
+CORE = ROOT / "layers" / "room_history" / "room_history"
+CORE_INIT = "layers/room_history/room_history/__init__.py"
+SETTINGS_SOURCE = CORE / "settings.py"
 ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\Z")
 
 
@@ -238,3 +240,22 @@ def test_the_documentation_names_only_files_a_clone_has(document):
     missing = [link for link in links if "://" not in link and not (base / link).exists()]
     missing += [path for path in paths if not (ROOT / path).exists()]
     assert not missing, f"{document} names files a clone does not have: {missing}"
+
+
+def test_the_readme_layout_names_files_that_exist():
+    """The file tree under "How it works" in README.md."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tree = re.search(r"## How it works\n+```\n(.*?)```", readme, re.S).group(1)
+    named = []
+    for line in tree.splitlines():
+        first = line.split()[0] if line.strip() else ""
+        if line.startswith("  ") and not line.startswith("   ") and re.match(r"[\w/]+\.\w+$", first):
+            named.append(f"layers/room_history/{first}")  # the layer's modules, indented under it
+        elif re.match(r"[\w/.]+$", first) and not line.startswith(" "):
+            named.append(first)
+        if first == "local/" or line.startswith(" " * 26):  # the tools listed beside local/
+            named += [f"local/{name}" for name in re.findall(r"\b(\w+\.py)\b", line)]
+    assert len(named) >= 15, named
+    assert not [path for path in named if not (ROOT / path).exists()]
+    modules = {f"layers/room_history/room_history/{path.name}" for path in CORE.glob("*.py")} - {CORE_INIT}
+    assert not sorted(modules - set(named)), "a module of the core is missing from README's layout"

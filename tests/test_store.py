@@ -175,6 +175,16 @@ class TestReaper:
         ]
         assert redis_client.zrange("sg:conversation:activity", 0, -1) == ["room:new"]
 
+    def test_idle_rooms_are_found_through_the_index_without_keys_or_scan(self, history, redis_client):
+        for number in range(5):
+            history.append(f"room:{number}", "user", "hi")
+        redis_client.config_resetstat()
+        assert self.idle_history(history, 3601).reap_idle_rooms() == 5
+        commands = set(redis_client.info("commandstats"))
+        assert "cmdstat_zrange" in commands or "cmdstat_zrangebyscore" in commands  # the activity index
+        assert not commands & {"cmdstat_keys", "cmdstat_scan"}
+        assert redis_client.keys("*") == []
+
     def test_a_room_written_after_the_reaper_picked_it_survives(self, history, redis_client):
         history.append(ROOM, "user", "[Message ID: 1] hi")
         reaper = self.idle_history(history, 4000)
@@ -339,3 +349,13 @@ def test_the_activity_index_is_touched_at_most_once_a_minute(history, redis_clie
     at(61).append(ROOM, "user", "c")
     assert redis_client.zscore("sg:conversation:activity", ROOM) == int((now + 61) * 1000)
     assert redis_client.hget("sg:conversation:{discord:1234}:meta", "active_at") == str(int((now + 61) * 1000))
+
+
+def test_no_key_expires_by_itself(history, redis_client):
+    """Keys carry no TTL (the reaper frees memory), so an eviction policy limited to volatile keys spares them."""
+    history.append(ROOM, "user", "[Message ID: 1] hi")
+    history.append_batch(ROOM, [{"role": "user", "content": "[Message ID: 2] more"}])
+    history.set_limit(ROOM, 200)
+    history.compact(ROOM, "1", "a summary")
+    keys = redis_client.keys("*")
+    assert len(keys) >= 4 and all(redis_client.ttl(key) == -1 for key in keys)
