@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from dataclasses import replace
@@ -359,3 +360,21 @@ def test_no_key_expires_by_itself(history, redis_client):
     history.compact(ROOM, "1", "a summary")
     keys = redis_client.keys("*")
     assert len(keys) >= 4 and all(redis_client.ttl(key) == -1 for key in keys)
+
+
+def test_every_script_states_its_contract_and_takes_its_keys_through_keys():
+    """README: each script has its KEYS/ARGV/return header, and no script names a key itself (cluster-safe)."""
+    from room_history import scripts
+
+    found = {
+        name: source
+        for name, source in vars(scripts).items()
+        if name.isupper() and not name.startswith("_") and isinstance(source, str) and "redis.call" in source
+    }
+    assert len(found) >= 8
+    for name, source in found.items():
+        shared_keys = source.startswith(scripts._ROOM)  # the room scripts: KEYS stated once, above _ROOM
+        assert (shared_keys or "-- KEYS[1]" in source) and "-- ARGV[1]" in source and "-- Returns" in source, name
+        calls = re.findall(r"redis\.p?call\(\s*'(\w+)'\s*,\s*([^,)]*)", source)
+        assert calls, name
+        assert all(key.startswith("KEYS[") for _, key in calls), (name, calls)
