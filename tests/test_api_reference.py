@@ -259,3 +259,16 @@ def test_the_readme_layout_names_files_that_exist():
     assert not [path for path in named if not (ROOT / path).exists()]
     modules = {f"layers/room_history/room_history/{path.name}" for path in CORE.glob("*.py")} - {CORE_INIT}
     assert not sorted(modules - set(named)), "a module of the core is missing from README's layout"
+
+
+def test_the_documented_token_estimate_is_the_one_the_code_uses():
+    from room_history import window
+
+    listing = chapter("The message list")
+    formula = re.search(
+        r"`tokens = (\d+) \+ ceil\(text_bytes / (\d+)\) \+ MEDIA_PART_TOKENS × non_text_parts`", listing
+    )
+    assert formula, "the estimate formula is in 'The message list'"
+    assert (int(formula.group(1)), int(formula.group(2))) == (window.MESSAGE_OVERHEAD_TOKENS, window.BYTES_PER_TOKEN)
+    image = {"role": "user", "content": [{"type": "text", "text": "é" * 9}, {"type": "image_url", "image_url": {}}]}
+    assert window.estimate_tokens(image, 1000) == 4 + 5 + 1000  # 18 UTF-8 bytes of text, one media part
