@@ -378,3 +378,16 @@ def test_every_script_states_its_contract_and_takes_its_keys_through_keys():
         calls = re.findall(r"redis\.p?call\(\s*'(\w+)'\s*,\s*([^,)]*)", source)
         assert calls, name
         assert all(key.startswith("KEYS[") for _, key in calls), (name, calls)
+
+
+def test_a_lost_script_cache_costs_two_more_round_trips_once(history, redis_client):
+    """README's round-trip table: NOSCRIPT, then the load, then the write as usual."""
+    for number in range(3):
+        history.append(ROOM, "user", f"[Message ID: {number}] hi")
+    redis_client.script_flush()  # what a restart or failover does to the script cache
+    counts = []
+    for number in range(3, 5):
+        with round_trips() as counter:
+            history.append(ROOM, "user", f"[Message ID: {number}] hi")
+        counts.append(counter["n"])
+    assert counts == [3, 1]
