@@ -1,4 +1,4 @@
-"""A plain in-memory room written from CONTRACT.md alone (not from the core), to check the core against."""
+"""A plain in-memory room written from docs/API.md alone (not from the core), to check the core against."""
 
 from __future__ import annotations
 

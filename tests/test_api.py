@@ -1,9 +1,10 @@
-"""Every route and every error of CONTRACT.md, through the API function's handler, on real Redis."""
+"""Every route and every error of docs/API.md, through the API function's handler, on real Redis."""
 
 from __future__ import annotations
 
 import json
 import time
+from datetime import datetime, timedelta
 
 import boto3
 import pytest
@@ -186,6 +187,24 @@ class TestTemplateSources:
         ssm.put_parameter(Name="/room-history/prompt", Value="changed", Type="String", Overwrite=True)
         again = api.call("GET", room_path(ROOM, "messages"))
         assert again.body["messages"][0]["content"] == "From SSM for discord:1234"  # cached for 5 minutes
+
+    def test_an_edited_ssm_template_is_used_after_five_minutes(self, backend, ssm, monkeypatch):
+        ssm.put_parameter(Name="/room-history/prompt", Value="before", Type="String")
+        api = make_api(backend, SYSTEM_PROMPT_PARAMETER="/room-history/prompt")
+        assert post(api, "hi").body["messages"][0]["content"] == "before"
+        ssm.put_parameter(Name="/room-history/prompt", Value="after", Type="String", Overwrite=True)
+        started = datetime.now()
+
+        class Later(datetime):  # Powertools' cache compares its expiry with datetime.now()
+            @classmethod
+            def now(cls, tz=None):
+                return started + timedelta(seconds=seconds_later)
+
+        monkeypatch.setattr(parameters.base, "datetime", Later)
+        seconds_later = 290
+        assert api.call("GET", room_path(ROOM, "messages")).body["messages"][0]["content"] == "before"
+        seconds_later = 301
+        assert api.call("GET", room_path(ROOM, "messages")).body["messages"][0]["content"] == "after"
 
     def test_template_variable_wins_over_ssm(self, backend, ssm):
         ssm.put_parameter(Name="/room-history/prompt", Value="From SSM", Type="String")
@@ -523,3 +542,14 @@ class TestConditionalReads:
     def test_a_bad_validator_is_400(self, api):
         reply = api.call("GET", room_path(ROOM, "messages"), headers={"if-none-match": "yesterday"})
         assert reply.status == 400 and reply.body["message"].startswith("If-None-Match: ")
+
+
+def test_a_warm_container_reuses_one_redis_connection(single_backend):
+    """The client (and its scripts) is created once per container, not per request."""
+    api = make_api(single_backend, SYSTEM_PROMPT_TEMPLATE=PLAIN_TEMPLATE)
+    connections = lambda: single_backend.client.info("stats")["total_connections_received"]  # noqa: E731
+    before = connections()
+    for number in range(5):
+        assert post(api, f"[Message ID: {number}] hi").status == 201
+        assert api.call("GET", room_path(ROOM)).status == 200
+    assert connections() - before == 1

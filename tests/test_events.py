@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from support import EVENTS, Api, context_for, load_event, load_function
+from support import EVENTS, ROUTES, Api, context_for, load_event, load_function
 
 # In the order a bot would send them on an empty room, with the status each must get.
 SCRIPT = [
@@ -33,6 +33,12 @@ SCRIPT = [
 def test_every_event_file_is_played():
     played = {name for name, _ in SCRIPT} | {"scheduled_reap.json"}
     assert played == {path.name for path in EVENTS.glob("*.json")}
+
+
+def test_every_route_has_an_event():
+    """One payload 2.0 event per route of template.yaml, for `sam local invoke -e`."""
+    covered = {load_event(name)["routeKey"] for name, _ in SCRIPT}
+    assert covered == {f"{route.method} {route.path}" for route in ROUTES}
 
 
 def test_api_events_in_order(backend):

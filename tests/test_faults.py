@@ -85,7 +85,7 @@ def _wait(condition, what: str) -> None:
 
 
 def every_route(room=ROOM) -> list[tuple]:
-    """The nine routes of CONTRACT.md, in an order where each succeeds on a room holding message 1."""
+    """The routes of docs/API.md, in an order where each succeeds on a room holding message 1."""
     return [
         ("POST", room_path(room, "messages"), {"role": "user", "content": "[Message ID: 2] hi"}),
         ("GET", room_path(room, "messages"), None),

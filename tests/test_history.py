@@ -152,6 +152,16 @@ class TestConflicts:
         assert all(0 <= pause <= BACKOFF_CAP_SECONDS for pause in sleeps)
         assert contents(history)[0] == "[Message ID: 1] hi"
 
+    def test_all_the_backoff_of_a_conflict_stays_under_three_seconds(self, history, settings, monkeypatch):
+        monkeypatch.setattr("random.uniform", lambda low, high: high)  # every pause as long as it can be
+        history.append(ROOM, "user", "[Message ID: 1] hi")
+        counter = iter(range(100))
+        busy = InterleavingStore(history.store, lambda: history.append(ROOM, "user", f"n{next(counter)}"), times=100)
+        sleeps = []
+        with pytest.raises(WriteConflict):
+            RoomHistory(busy, settings, sleep=sleeps.append).edit(ROOM, "1", "[Message ID: 1] never")
+        assert len(sleeps) == WRITE_ATTEMPTS - 1 == 15 and 0 < sum(sleeps) < 3
+
     def test_with_if_match_a_lost_race_is_a_mismatch_not_a_retry(self, history, settings):
         history.append(ROOM, "user", "[Message ID: 1] hi")
         other = InterleavingStore(history.store, lambda: history.append(ROOM, "user", "x"), times=1)

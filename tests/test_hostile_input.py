@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from local.redis_server import free_port
 from support import IMAGE, Api, Reply, room_path
 
 ROOM = "discord:42"
@@ -240,3 +241,17 @@ PARSER_LOOPHOLES = [
 @pytest.mark.parametrize("call, status, field", PARSER_LOOPHOLES)
 def test_parser_loopholes_are_refused_and_change_nothing(api, single_backend, call, status, field):
     test_hostile_input_is_refused_and_changes_nothing(api, single_backend, call, status, field)
+
+
+@pytest.fixture(scope="module")
+def api_without_redis():
+    env = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "SYSTEM_PROMPT_TEMPLATE": TEMPLATE}
+    return Api({**env, "MAX_TURN_BYTES": str(MAX_TURN_BYTES)})
+
+
+@pytest.mark.parametrize("call, status, field", [case for case in CASES if case.values[1] == 400])
+def test_bad_input_is_refused_before_redis_is_asked(api_without_redis, call, status, field):
+    """Nothing listens at the Redis URL: every 400 still answers 400 naming its field, never a 503."""
+    reply = call.send(api_without_redis)
+    assert (reply.status, reply.body["error"]) == (400, "invalid_request"), reply.body
+    assert reply.body["message"].startswith(f"{field}: ")

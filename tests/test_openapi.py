@@ -1,5 +1,5 @@
 """docs/openapi.yaml describes exactly the routes of template.yaml, with the bodies, statuses and schemas
-of CONTRACT.md."""
+of docs/API.md."""
 
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from room_history import rules
@@ -249,3 +252,14 @@ class TestLimit:
     def test_limit_must_be_an_integer(self, given):
         with pytest.raises(InvalidInput, match="limit"):
             rules.clamp_limit(given)
+
+
+def test_the_rules_import_nothing_that_does_io():
+    """Pure rules: only text, time and typing helpers of the standard library, and the core's errors."""
+    tree = ast.parse(Path(rules.__file__).read_text())
+    absolute = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    absolute |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0}
+    relative = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level > 0}
+    pure = {"__future__", "re", "unicodedata", "datetime", "typing", "dataclasses", "json", "math", "itertools"}
+    assert absolute and absolute <= pure, absolute - pure
+    assert relative <= {"errors"}, relative

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -226,3 +227,56 @@ def test_dev_unknown_command_prints_usage_and_fails():
     result = subprocess.run([ROOT / "dev", "frobnicate"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("usage: ./dev COMMAND") and "unknown command: frobnicate" in result.stderr
+
+
+def bash_block(document: str, heading: str) -> str:
+    """The first ```bash block after `heading` in a Markdown file of the repository."""
+    text = (ROOT / document).read_text(encoding="utf-8")
+    return re.search(r"```bash\n(.*?)```", text[text.index(heading) :], re.S).group(1)
+
+
+def matches(expected, actual) -> bool:
+    """A documented JSON answer, where "…" stands for any value or the rest of a string."""
+    if isinstance(expected, str) and "…" in expected:
+        return isinstance(actual, str) and actual.startswith(expected.split("…")[0])
+    if isinstance(expected, dict):
+        return (
+            isinstance(actual, dict)
+            and expected.keys() == actual.keys()
+            and all(matches(value, actual[key]) for key, value in expected.items())
+        )
+    if isinstance(expected, list):
+        return isinstance(actual, list) and len(expected) == len(actual) and all(map(matches, expected, actual))
+    return expected == actual
+
+
+def test_the_readme_curl_examples_work_as_written(base_url):
+    lines = bash_block("README.md", "## Using the API").replace("\\\n", " ").splitlines()
+    answers = []
+    for number, line in enumerate(lines):
+        if not line.startswith("curl "):
+            continue
+        command = line.replace("localhost:3000", base_url.removeprefix("http://"), 1)
+        run = subprocess.run(
+            [*shlex.split(command), "-s", "--noproxy", "*", "-w", "\n%{http_code}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        body, status = run.stdout.rsplit("\n", 1)
+        answers.append(int(status))
+        documented = lines[number + 1] if number + 1 < len(lines) else ""
+        if documented.startswith("# "):  # "# 201 {…}": the answer the README shows
+            expected_status, expected_body = documented[2:].split(" ", 1)
+            assert int(status) == int(expected_status)
+            assert matches(json.loads(expected_body), json.loads(body)), body
+    assert len(answers) >= 5 and all(200 <= status < 300 for status in answers), answers
+
+
+def test_the_api_reference_quick_start_works_as_written(base_url):
+    script = bash_block("docs/API.md", "## Quick start").replace("http://127.0.0.1:3000", base_url, 1)
+    report = "curl() { command curl -s -o /dev/null -w '%{http_code}\\n' --noproxy '*' \"$@\"; }\n"
+    run = subprocess.run(["bash", "-c", report + script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    # append, its retry, the conditional edit, reactions, delete, the list, the list still current, the state
+    assert run.stdout.split() == ["201", "200", "200", "200", "200", "200", "304", "200"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from dataclasses import replace
@@ -175,6 +176,16 @@ class TestReaper:
         ]
         assert redis_client.zrange("sg:conversation:activity", 0, -1) == ["room:new"]
 
+    def test_idle_rooms_are_found_through_the_index_without_keys_or_scan(self, history, redis_client):
+        for number in range(5):
+            history.append(f"room:{number}", "user", "hi")
+        redis_client.config_resetstat()
+        assert self.idle_history(history, 3601).reap_idle_rooms() == 5
+        commands = set(redis_client.info("commandstats"))
+        assert "cmdstat_zrange" in commands or "cmdstat_zrangebyscore" in commands  # the activity index
+        assert not commands & {"cmdstat_keys", "cmdstat_scan"}
+        assert redis_client.keys("*") == []
+
     def test_a_room_written_after_the_reaper_picked_it_survives(self, history, redis_client):
         history.append(ROOM, "user", "[Message ID: 1] hi")
         reaper = self.idle_history(history, 4000)
@@ -339,3 +350,44 @@ def test_the_activity_index_is_touched_at_most_once_a_minute(history, redis_clie
     at(61).append(ROOM, "user", "c")
     assert redis_client.zscore("sg:conversation:activity", ROOM) == int((now + 61) * 1000)
     assert redis_client.hget("sg:conversation:{discord:1234}:meta", "active_at") == str(int((now + 61) * 1000))
+
+
+def test_no_key_expires_by_itself(history, redis_client):
+    """Keys carry no TTL (the reaper frees memory), so an eviction policy limited to volatile keys spares them."""
+    history.append(ROOM, "user", "[Message ID: 1] hi")
+    history.append_batch(ROOM, [{"role": "user", "content": "[Message ID: 2] more"}])
+    history.set_limit(ROOM, 200)
+    history.compact(ROOM, "1", "a summary")
+    keys = redis_client.keys("*")
+    assert len(keys) >= 4 and all(redis_client.ttl(key) == -1 for key in keys)
+
+
+def test_every_script_states_its_contract_and_takes_its_keys_through_keys():
+    """README: each script has its KEYS/ARGV/return header, and no script names a key itself (cluster-safe)."""
+    from room_history import scripts
+
+    found = {
+        name: source
+        for name, source in vars(scripts).items()
+        if name.isupper() and not name.startswith("_") and isinstance(source, str) and "redis.call" in source
+    }
+    assert len(found) >= 8
+    for name, source in found.items():
+        shared_keys = source.startswith(scripts._ROOM)  # the room scripts: KEYS stated once, above _ROOM
+        assert (shared_keys or "-- KEYS[1]" in source) and "-- ARGV[1]" in source and "-- Returns" in source, name
+        calls = re.findall(r"redis\.p?call\(\s*'(\w+)'\s*,\s*([^,)]*)", source)
+        assert calls, name
+        assert all(key.startswith("KEYS[") for _, key in calls), (name, calls)
+
+
+def test_a_lost_script_cache_costs_two_more_round_trips_once(history, redis_client):
+    """README's round-trip table: NOSCRIPT, then the load, then the write as usual."""
+    for number in range(3):
+        history.append(ROOM, "user", f"[Message ID: {number}] hi")
+    redis_client.script_flush()  # what a restart or failover does to the script cache
+    counts = []
+    for number in range(3, 5):
+        with round_trips() as counter:
+            history.append(ROOM, "user", f"[Message ID: {number}] hi")
+        counts.append(counter["n"])
+    assert counts == [3, 1]

@@ -1,5 +1,5 @@
 """What the model gets: tool pairs stay whole, the documented token estimate, and the budget's selection
-(property-tested against a brute-force oracle written from CONTRACT.md)."""
+(property-tested against a brute-force oracle written from docs/API.md)."""
 
 from __future__ import annotations
 

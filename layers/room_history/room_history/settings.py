@@ -25,7 +25,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """The environment of CONTRACT.md; an unset or empty variable keeps the default above."""
+        """The environment of docs/API.md (Configuration); an unset or empty variable keeps the default above."""
         redis_url = env.get("REDIS_URL", "").strip()
         if not redis_url.startswith(("redis://", "rediss://")):
             raise SettingsError("REDIS_URL must be a redis:// or rediss:// URL")
