@@ -96,6 +96,10 @@ def test_demo_plays_a_conversation(base_url, capsys):
     }
     out = capsys.readouterr().out
     assert "GET" in out and "max_tokens=600: ['system', 'assistant', 'tool'], " in out and "truncated: True" in out
+    assert out.count("stored 2, duplicates 0, dropped 0") == 2  # two pages of older history
+    assert "Older messages were small talk" in messages[0]["content"]  # the compaction's summary
+    assert "(older message" not in json.dumps(messages)  # compacted away
+    assert "grey cat" in texts[0] and "PUT    /rooms/" in out and "/limit -> 200" in out  # the edit, the limit
 
 
 # --- the commands, as a newcomer runs them ---------------------------------------------------
