@@ -12,14 +12,13 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
+from test_openapi import SPEC, deref
 
 from room_history.settings import Settings
 from support import Api
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = (ROOT / "docs" / "API.md").read_text(encoding="utf-8")
-SPEC = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
 METHODS = ("get", "put", "post", "delete", "patch")
 OPERATIONS = [
     (method.upper(), path, operation)
@@ -33,15 +32,6 @@ CORE = ROOT / "layers" / "room_history" / "room_history"
 CORE_INIT = "layers/room_history/room_history/__init__.py"
 SETTINGS_SOURCE = CORE / "settings.py"
 ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\Z")
-
-
-def deref(node: dict) -> dict:
-    while "$ref" in node:
-        target = SPEC
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
 
 
 def chapter(title: str) -> str:
