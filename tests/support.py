@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -29,6 +30,10 @@ ROUTES = http_routes(TEMPLATE)
 EVENTS = ROOT / "events"
 IMAGE = {"type": "image_url", "image_url": {"url": "https://cdn.example/cat.png"}}
 _fresh = itertools.count()
+# The documented test frontend (README): events/ carry its token, and the tests' API runs in token mode with it.
+DEV_TOKEN = "local-dev-token"
+DEV_TOKEN_SHA256 = hashlib.sha256(DEV_TOKEN.encode()).hexdigest()
+DEV_FRONTENDS = json.dumps({"frontends": [{"name": "local-dev", "token_sha256": DEV_TOKEN_SHA256, "rooms": ["*"]}]})
 
 
 @dataclass
@@ -57,7 +62,8 @@ class Api:
     """Calls the API function with payload 2.0 events built like API Gateway's."""
 
     def __init__(self, env: dict[str, str]):
-        self.handler = load_function("ApiFunction", env)
+        """Token mode with the test frontend unless `env` says otherwise."""
+        self.handler = load_function("ApiFunction", {"AUTH_MODE": "token", "AUTH_FRONTENDS": DEV_FRONTENDS, **env})
         self.module = __import__("sys").modules[self.handler.__module__]
 
     def invoke(self, event: dict) -> Reply:
@@ -74,10 +80,13 @@ class Api:
         headers: dict | None = None,
         query: str = "",
         raw: str | None = None,
+        token: str | None = DEV_TOKEN,
     ) -> Reply:
+        """One request, with `Authorization: Bearer <token>` unless token is None."""
         route, parameters = match_route(ROUTES, method, path)
         payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
-        all_headers = {"content-type": "application/json", **(headers or {})}
+        credential = {"authorization": f"Bearer {token}"} if token is not None else {}
+        all_headers = {"content-type": "application/json", **credential, **(headers or {})}
         return self.invoke(http_event(method, route.path, path, parameters, query, all_headers, payload))
 
 

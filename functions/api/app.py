@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from functools import cache
 from typing import Any
 from urllib.parse import unquote
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from room_history import rules
+from room_history.access import Access
 from room_history.errors import (
+    AccessMisconfigured,
+    AccessUnavailable,
+    Forbidden,
     HistoryError,
     InvalidInput,
     MessageNotFound,
@@ -23,6 +29,7 @@ from room_history.errors import (
     TemplateFailure,
     TemplateUnavailable,
     TurnTooLarge,
+    Unauthenticated,
     VersionMismatch,
     WriteConflict,
 )
@@ -32,13 +39,20 @@ from room_history.rows import PlainRow
 from room_history.settings import Settings
 from room_history.window import max_tokens_from_query, message_list, validate_max_tokens
 
+# Most requests count nothing; Powertools would warn about each of them in the log.
+warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
+
 logger = Logger()
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or "RoomHistory")
 app = APIGatewayHttpResolver()
 settings = Settings.from_env(os.environ)
 system_prompt = SystemPrompt(settings)
+access = Access(settings)
 
 ERRORS: dict[type[HistoryError], tuple[int, str]] = {
     InvalidInput: (400, "invalid_request"),
+    Unauthenticated: (401, "unauthorized"),
+    Forbidden: (403, "forbidden"),
     MessageNotFound: (404, "message_not_found"),
     WriteConflict: (409, "write_conflict"),
     VersionMismatch: (412, "version_mismatch"),
@@ -46,14 +60,54 @@ ERRORS: dict[type[HistoryError], tuple[int, str]] = {
     StoreUnavailable: (503, "redis_unavailable"),
     TemplateUnavailable: (503, "template_unavailable"),
     TemplateFailure: (500, "template_error"),
+    AccessUnavailable: (503, "auth_unavailable"),
+    AccessMisconfigured: (500, "auth_misconfigured"),
 }
 UNMAPPED = (500, "internal_error")
+# Errors counted as metrics (names fixed across the project), beside the counts of the routes.
+ERROR_METRICS: dict[type[HistoryError], str] = {
+    Unauthenticated: "AuthDenied",
+    Forbidden: "AuthDenied",
+    WriteConflict: "WriteConflicts",
+    VersionMismatch: "VersionMismatches",
+    StoreUnavailable: "RedisUnavailable",
+}
 
 
 @cache
 def room_history() -> RoomHistory:
     """One Redis client per container, created on first use so a Redis outage is a 503, not a failed init."""
     return RoomHistory.open(settings)
+
+
+def count(name: str, value: int = 1) -> None:
+    if value:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def bearer_token() -> str | None:
+    """The token of `Authorization: Bearer <token>` (the scheme is case-insensitive)."""
+    scheme, _, token = (app.current_event.headers.get("authorization") or "").strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def iam_caller() -> str | None:
+    """The caller's ARN, set by API Gateway's AWS_IAM authorizer after it checked the SigV4 signature."""
+    context = app.current_event.raw_event.get("requestContext") or {}
+    return (((context.get("authorizer") or {}).get("iam") or {}).get("userArn")) or None
+
+
+def require_access(app: APIGatewayHttpResolver, next_middleware: Callable[..., Response]) -> Response:
+    """Every route: 401 without a known credential, then 403 for a room outside the caller's rooms, before
+    any core call (so before Redis). The room is the one the route itself receives."""
+    frontend = access.authenticate(bearer_token(), iam_caller())
+    room_id = app.context.get("_route_args", {}).get("room_id")
+    if room_id is not None:
+        access.authorize(frontend, unquote(room_id))
+    return next_middleware(app)
+
+
+app.use(middlewares=[require_access])
 
 
 def error_status(error: HistoryError) -> tuple[int, str]:
@@ -175,6 +229,7 @@ def append_message(room_id: str) -> Response:
         tool_calls=body.get("tool_calls"),
         tool_call_id=body.get("tool_call_id"),
     )
+    count("TurnsStored" if stored else "DuplicateAppends")
     logger.info("turn appended" if stored else "turn already stored", room_id=room_id, version=window.version)
     return messages.response(window, 201 if stored else 200)
 
@@ -192,6 +247,8 @@ def append_batch(room_id: str) -> Response:
     room_id, body = path_id("room_id", room_id), request_body()
     messages = MessageList.of_body(room_id, body)
     window, counts = room_history().append_batch(room_id, body.get("turns"), body.get("position"), if_match())
+    count("TurnsStored", counts.stored)
+    count("DuplicateAppends", counts.duplicates)
     logger.info("batch stored", room_id=room_id, version=window.version, **vars(counts))
     return messages.response(window, 201 if counts.stored else 200, **vars(counts))
 
@@ -209,7 +266,12 @@ def change_message(room_id: str, message_id: str, operation: Callable[..., Windo
     """Edit, delete and reactions: the same request shape, one RoomHistory operation each."""
     room_id, message_id, body = path_id("room_id", room_id), path_id("message_id", message_id), request_body()
     messages = MessageList.of_body(room_id, body)
-    window = operation(room_history(), room_id, message_id, body.get(field), if_match())
+    history = room_history()
+    conflicts = history.conflicts
+    try:
+        window = operation(history, room_id, message_id, body.get(field), if_match())
+    finally:  # compare-and-set races this request lost (retried, or ending in a 409)
+        count("CasConflicts", history.conflicts - conflicts)
     logger.info(done, room_id=room_id, message_id=message_id, version=window.version)
     return messages.response(window)
 
@@ -275,6 +337,9 @@ def clear_room(room_id: str) -> Response:
 @app.exception_handler(HistoryError)
 def history_error(error: HistoryError) -> Response:
     status, code = error_status(error)
+    metric = next((ERROR_METRICS[kind] for kind in type(error).__mro__ if kind in ERROR_METRICS), None)
+    if metric:
+        count(metric)
     if status >= 500:
         logger.warning("request failed", error=code, reason=str(error))
     body = {"error": code, "message": str(error), **error.details}
@@ -284,6 +349,10 @@ def history_error(error: HistoryError) -> Response:
 @app.not_found
 def route_not_found(_: Exception) -> Response:
     event = app.current_event
+    try:  # an unknown route tells nothing to a caller without a credential either
+        access.authenticate(bearer_token(), iam_caller())
+    except HistoryError as error:
+        return history_error(error)
     return error_response(404, "route_not_found", f"path: no route for {event.http_method} {event.path}")
 
 
@@ -293,6 +362,7 @@ def unexpected_error(error: Exception) -> Response:
     return error_response(500, "internal_error", "request: failed unexpectedly; nothing was changed")
 
 
+@metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return app.resolve(event, context)

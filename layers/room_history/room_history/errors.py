@@ -67,3 +67,22 @@ class TemplateFailure(HistoryError):
 
 class TemplateUnavailable(HistoryError):
     """The system prompt template could not be read from its SSM parameter."""
+
+
+class Unauthenticated(HistoryError):
+    """No credential, or one that matches no configured frontend."""
+
+
+class Forbidden(HistoryError):
+    """The room is outside the caller's rooms; the message is the same for every room."""
+
+    def __init__(self):
+        super().__init__("room_id", "is outside the rooms this frontend may use")
+
+
+class AccessMisconfigured(HistoryError):
+    """The frontends configuration (AUTH_FRONTENDS or the AUTH_SECRET_ARN secret) is malformed."""
+
+
+class AccessUnavailable(HistoryError):
+    """The frontends secret could not be read from Secrets Manager."""

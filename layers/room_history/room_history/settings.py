@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 
 class SettingsError(ValueError):
@@ -22,6 +23,10 @@ class Settings:
     system_prompt_parameter: str | None = None
     redis_timeout_seconds: float = 2.0
     media_part_tokens: int = 1000  # estimated tokens of one non-text content part (window.estimate_tokens)
+    redis_secret_arn: str | None = None
+    auth_mode: str = "token"
+    auth_frontends: str | None = None
+    auth_secret_arn: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -42,12 +47,23 @@ class Settings:
         for field, name in (
             ("system_prompt_template", "SYSTEM_PROMPT_TEMPLATE"),
             ("system_prompt_parameter", "SYSTEM_PROMPT_PARAMETER"),
+            ("auth_frontends", "AUTH_FRONTENDS"),
         ):
             if env.get(name):
                 values[field] = env[name]
+        for field, name in (("redis_secret_arn", "REDIS_SECRET_ARN"), ("auth_secret_arn", "AUTH_SECRET_ARN")):
+            if env.get(name, "").strip():
+                values[field] = env[name].strip()
+        if env.get("AUTH_MODE", "").strip():
+            values["auth_mode"] = env["AUTH_MODE"].strip().lower()
+            if values["auth_mode"] not in AUTH_MODES:
+                raise SettingsError(f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}, got {env['AUTH_MODE']!r}")
+        if values.get("redis_secret_arn") and urlsplit(redis_url).password:
+            raise SettingsError("REDIS_URL must hold no password when REDIS_SECRET_ARN gives the credentials")
         return cls(**values)
 
 
+AUTH_MODES = ("token", "iam", "none")
 _NUMBERS = (
     ("max_history", "MAX_HISTORY", int),
     ("max_turn_bytes", "MAX_TURN_BYTES", int),
