@@ -10,7 +10,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import rows, rules, scripts
+from . import credentials, rows, rules, scripts
 from .errors import StoreUnavailable, VersionMismatch
 from .settings import Settings
 
@@ -42,7 +42,12 @@ def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
         socket_timeout=settings.redis_timeout_seconds,
         retry=Retry(NoBackoff(), 0),
     )
+    if settings.redis_secret_arn:  # credentials from Secrets Manager, re-read when Redis refuses them
+        options.update(credentials.secret_options(settings.redis_secret_arn, settings.redis_url))
     try:
+        if settings.redis_cluster and "connection_class" in options:
+            # from_url would put the URL's connection class (rediss://) back over the one chosen above
+            return redis.RedisCluster(**{**redis.connection.parse_url(settings.redis_url), **options})
         if settings.redis_cluster:
             # Re-read the slot map on every connection error or redirect: a transaction's pipeline counts
             # failures from zero, so with the default of every 5th it would never re-read it, and the
