@@ -7,8 +7,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
 import redis
+from aws_lambda_powertools.utilities import parameters
+from moto import mock_aws
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "room_history")]
@@ -96,3 +99,17 @@ def backend(request):
     client.script_flush()
     yield Backend(cluster.url, True, client)
     client.close()
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """Secrets Manager faked by moto (a client to set secrets up); Powertools' caches emptied around the test."""
+    from support import REGION
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    parameters.clear_caches()
+    with mock_aws():
+        yield boto3.client("secretsmanager", region_name=REGION)
+    parameters.clear_caches()

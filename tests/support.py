@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import os
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -148,3 +149,33 @@ def unknown_room_state(room_id: str) -> dict:
         "last_activity": None,
         "summary": None,
     }
+
+
+REGION = "us-east-1"  # of the moto-faked AWS services
+
+
+class SecretsManagerCalls:
+    """Counts the Secrets Manager API calls every boto3 client of this process makes (moto counts none)."""
+
+    def __init__(self, monkeypatch):
+        import botocore.client
+
+        self.calls: Counter = Counter()
+        real = botocore.client.BaseClient._make_api_call
+
+        def counting(client, operation, params):
+            if client.meta.service_model.service_name == "secretsmanager":
+                self.calls[operation] += 1
+            return real(client, operation, params)
+
+        monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", counting)
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
