@@ -66,7 +66,9 @@ def read_secret(client, arn: str) -> dict[str, Any]:
     try:
         text = client.get_secret_value(SecretId=arn).get("SecretString") or ""
     except ClientError as error:
-        if error.response["Error"]["Code"] == "ResourceNotFoundException" and "value" in str(error).lower():
+        if error.response["Error"]["Code"] == "ResourceNotFoundException" and "secret value" in error.response[
+            "Error"
+        ].get("Message", ""):
             text = ""  # created without a value
         else:
             raise FrontendError(f"cannot read the secret {arn}: {error}") from None
