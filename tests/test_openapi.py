@@ -31,40 +31,40 @@ ROOM = "/rooms/{room_id}"
 # (method, path): (documented statuses, request body fields, required body fields or None for an optional body)
 CONTRACT = {
     ("POST", MESSAGES): (
-        {201, 200, 400, 412, 413, 500, 503},
+        {201, 200, 400, 401, 403, 412, 413, 500, 503},
         {"role", "content", "message_id", "tool_calls", "tool_call_id", "context", "max_tokens"},
         {"role"},  # and content, or tool_calls (anyOf)
     ),
-    ("GET", MESSAGES): ({200, 304, 400, 500, 503}, None, None),
+    ("GET", MESSAGES): ({200, 304, 400, 401, 403, 500, 503}, None, None),
     ("POST", ROOM + "/batch"): (
-        {201, 200, 400, 412, 413, 500, 503},
+        {201, 200, 400, 401, 403, 412, 413, 500, 503},
         {"turns", "position", "context", "max_tokens"},
         {"turns"},
     ),
     ("POST", ROOM + "/compact"): (
-        {200, 400, 404, 412, 413, 500, 503},
+        {200, 400, 401, 403, 404, 412, 413, 500, 503},
         {"through", "summary", "context", "max_tokens"},
         {"through", "summary"},
     ),
     ("PATCH", MESSAGE): (
-        {200, 400, 404, 409, 412, 413, 500, 503},
+        {200, 400, 401, 403, 404, 409, 412, 413, 500, 503},
         {"content", "context", "max_tokens"},
         {"content"},
     ),
     ("DELETE", MESSAGE): (
-        {200, 400, 404, 409, 412, 413, 500, 503},
+        {200, 400, 401, 403, 404, 409, 412, 413, 500, 503},
         {"deleted_at", "context", "max_tokens"},
         None,
     ),
     ("PUT", MESSAGE + "/reactions"): (
-        {200, 400, 404, 409, 412, 413, 500, 503},
+        {200, 400, 401, 403, 404, 409, 412, 413, 500, 503},
         {"reactions", "context", "max_tokens"},
         {"reactions"},
     ),
-    ("GET", ROOM): ({200, 304, 400, 503}, None, None),
-    ("PUT", ROOM + "/limit"): ({200, 400, 412, 503}, {"limit"}, {"limit"}),
-    ("DELETE", ROOM + "/rebackfill"): ({204, 400, 412, 503}, None, None),
-    ("DELETE", ROOM): ({204, 400, 412, 503}, None, None),
+    ("GET", ROOM): ({200, 304, 400, 401, 403, 503}, None, None),
+    ("PUT", ROOM + "/limit"): ({200, 400, 401, 403, 412, 503}, {"limit"}, {"limit"}),
+    ("DELETE", ROOM + "/rebackfill"): ({204, 400, 401, 403, 412, 503}, None, None),
+    ("DELETE", ROOM): ({204, 400, 401, 403, 412, 503}, None, None),
 }
 SUCCESS_SCHEMAS = {
     "GET " + ROOM: "RoomState",
@@ -73,6 +73,8 @@ SUCCESS_SCHEMAS = {
 }
 ERROR_SCHEMAS = {
     400: "InvalidRequestError",
+    401: "UnauthorizedError",
+    403: "ForbiddenError",
     404: "MessageNotFoundError",
     409: "WriteConflictError",
     412: "VersionMismatchError",
@@ -204,6 +206,9 @@ VALID = [
     ("VersionMismatchError", {"error": "version_mismatch", "message": "If-Match names version 0 …", "version": 1}),
     ("UnavailableError", {"error": "redis_unavailable", "message": "Redis is unavailable"}),
     ("UnavailableError", {"error": "template_unavailable", "message": "try again"}),
+    ("UnavailableError", {"error": "auth_unavailable", "message": "AUTH_SECRET_ARN: …"}),
+    ("UnauthorizedError", {"error": "unauthorized", "message": "Authorization: a Bearer token is required"}),
+    ("ForbiddenError", {"error": "forbidden", "message": "room_id: is outside the rooms this frontend may use"}),
 ]
 INVALID = [
     ("MessageList", {"room_id": "discord:1", "messages": []}),
@@ -232,6 +237,7 @@ INVALID = [
     ("InvalidRequestError", {"error": "turn_too_large", "message": "x"}),
     ("InvalidRequestError", {"error": "invalid_request", "message": "x", "trace": "…"}),
     ("VersionMismatchError", {"error": "version_mismatch", "message": "x"}),
+    ("ForbiddenError", {"error": "unauthorized", "message": "x"}),
 ]
 
 
