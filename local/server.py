@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
+import itertools
 import json
 import os
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,6 +41,7 @@ from local.lambda_harness import (
 )
 from local.redis_server import RedisServer, RedisServerError
 
+_servers = itertools.count(1)
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway HTTP API's payload limit
 NO_BODY_STATUSES = {204, 304}
 REDIS_PING_SECONDS = 1.0
@@ -60,6 +63,9 @@ class LocalApiServer(ThreadingHTTPServer):
         self.routes = http_routes(template)
         self.log_requests = log_requests
         super().__init__(address, _RequestHandler)
+        # Chosen from the caller's environment when the socket is bound, applied when the functions are imported.
+        self.auth_environment, self.auth_note = auth_environment(self.server_address[0], os.environ)
+        self.instance = next(_servers)  # this server's functions are Lambda instances of their own
 
     @property
     def url(self) -> str:
@@ -70,14 +76,30 @@ class LocalApiServer(ThreadingHTTPServer):
     def invoke(self, function: str, event: dict) -> dict:
         """Call the function's warm handler (imported on first use) with a fresh context."""
         with ONE_INVOCATION_AT_A_TIME:
-            handler = load_handler(self.template, function, self.root)
+            handler = self._handler(function)
             return handler(event, LambdaContext.of(self.template, function))
 
     def preload(self) -> None:
         """Import every function's handler now, so that a bad setting shows at start-up."""
         with ONE_INVOCATION_AT_A_TIME:
             for function in {route.function for route in self.routes}:
-                load_handler(self.template, function, self.root)
+                self._handler(function)
+
+    def _handler(self, function: str):
+        """The function's warm handler; imported on first use with the server's auth mode on top of os.environ."""
+        name = f"{function}#{self.instance}"
+        if name in sys.modules:
+            return load_handler(self.template, function, self.root, name=name)
+        saved = {key: os.environ.get(key) for key in self.auth_environment}
+        os.environ.update(self.auth_environment)
+        try:
+            return load_handler(self.template, function, self.root, name=name)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -163,6 +185,27 @@ def serving(server: LocalApiServer) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def auth_environment(host: str, env: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """The AUTH_MODE the functions get on this address, and the start-up line that says so.
+
+    On a loopback address only this machine can call, so without frontends or AUTH_MODE it is none; on any
+    other address the deployments' default, token, holds (with no frontends every request is then a 401).
+    """
+    if env.get("AUTH_MODE"):
+        return {}, f"auth: AUTH_MODE={env['AUTH_MODE']} (as set)"
+    if env.get("AUTH_FRONTENDS") or env.get("AUTH_SECRET_ARN"):
+        return {"AUTH_MODE": "token"}, "auth: token; send Authorization: Bearer <token> of a configured frontend"
+    try:
+        loopback = ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        hint = "set AUTH_FRONTENDS (./dev frontend add) or AUTH_MODE=token to require tokens"
+        return {"AUTH_MODE": "none"}, f"auth: none on a loopback address (no credential needed); {hint}"
+    hint = "every request is 401 until AUTH_FRONTENDS is set (./dev frontend add)"
+    return {"AUTH_MODE": "token"}, f"auth: token on {host}, a non-loopback address; {hint}"
 
 
 def function_environment(template: dict, redis_url: str | None) -> dict[str, str]:
@@ -266,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with running_api(args.host, args.port, log_requests=True) as server:
             print(f"Serving {server.url} (Redis {redacted(os.environ['REDIS_URL'])}); Ctrl-C stops", flush=True)
+            print(server.auth_note, flush=True)
             server.serve_forever()
     except StartupError as error:
         print(f"./dev serve: {error}", file=sys.stderr)

@@ -334,3 +334,94 @@ def test_reaper_counts_rooms_reaped(single_backend, capsys):
     capsys.readouterr()
     assert reaper(load_event("scheduled_reap.json"), context_for("ReaperFunction")) == {"reaped": 1}
     assert emitted_metrics(capsys)["RoomsReaped"] == 1
+
+
+# --- over real HTTP, through the local server ------------------------------------------------------------
+
+
+@pytest.fixture
+def local_api(redis_server, redis_client, monkeypatch):
+    """Start the local server on `host` with the given AUTH_* variables (and no others); yields its URL."""
+    from contextlib import ExitStack
+
+    from local.server import make_server, serving
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    with ExitStack() as stack:
+
+        def start(host: str = "127.0.0.1", **env: str):
+            for name in ("AUTH_MODE", "AUTH_FRONTENDS", "AUTH_SECRET_ARN"):
+                monkeypatch.delenv(name, raising=False)
+            for name, value in env.items():
+                monkeypatch.setenv(name, value)
+            server = make_server(host, 0)
+            return server, stack.enter_context(serving(server))
+
+        yield start
+
+
+def http(url: str, method: str = "GET", body=None, token: str | None = None):
+    from test_server import send
+
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    status, _, raw = send(url, method, body, headers)
+    return status, json.loads(raw) if raw else None
+
+
+def test_over_http_every_route_answers_401_and_403_before_redis(local_api, redis_client):
+    server, url = local_api(AUTH_FRONTENDS=json.dumps(FRONTENDS))
+    assert server.auth_note.startswith("auth: token")
+    before = commands_run(redis_client)
+    for method, path in route_calls("discord:1"):
+        status, body = http(url + path, method, {"role": "user", "content": "x"})
+        assert (status, body["error"]) == (401, "unauthorized"), (method, path)
+        assert http(url + path, method, {}, token="nope")[0] == 401
+        status, body = http(url + path.replace("discord:1", "slack:1"), method, {}, token=DISCORD_TOKEN)
+        assert (status, body) == (
+            403,
+            {"error": "forbidden", "message": "room_id: is outside the rooms this frontend may use"},
+        )
+    assert commands_run(redis_client) == before
+    status, body = http(
+        url + room_path("discord:1", "messages"), "POST", {"role": "user", "content": "hi"}, DISCORD_TOKEN
+    )
+    assert status == 201 and body["messages"][-1] == {"role": "user", "content": "hi"}
+    assert http(url + room_path("discord:1"), token=DEV_TOKEN)[1]["message_count"] == 1
+
+
+def test_over_http_iam_mode_without_api_gateway_is_always_401(local_api):
+    # The local server checks no SigV4 signature, so no request carries an IAM caller: nobody gets in.
+    server, url = local_api(AUTH_MODE="iam", AUTH_FRONTENDS=json.dumps(FRONTENDS))
+    assert server.auth_note == "auth: AUTH_MODE=iam (as set)"
+    for method, path in route_calls("discord:1"):
+        assert http(url + path, method, {}, token=DEV_TOKEN)[0] == 401
+
+
+def test_local_server_on_loopback_runs_without_credentials_unless_configured(local_api):
+    server, url = local_api("127.0.0.1")
+    assert server.auth_note.startswith("auth: none on a loopback address")
+    assert http(url + room_path("slack:1", "messages"), "POST", {"role": "user", "content": "x"})[0] == 201
+    server, url = local_api("127.0.0.1", AUTH_MODE="token")  # asked for: no frontends, so nobody gets in
+    assert http(url + room_path("slack:1"), token=DEV_TOKEN)[0] == 401
+
+
+@pytest.mark.parametrize(
+    "host, env, mode",
+    [
+        ("127.0.0.1", {}, "none"),
+        ("::1", {}, "none"),
+        ("127.0.0.2", {}, "none"),
+        ("0.0.0.0", {}, "token"),
+        ("192.168.1.20", {}, "token"),
+        ("127.0.0.1", {"AUTH_FRONTENDS": "{}"}, "token"),
+        ("127.0.0.1", {"AUTH_SECRET_ARN": "arn"}, "token"),
+        ("0.0.0.0", {"AUTH_MODE": "none"}, None),
+    ],
+)
+def test_local_auth_mode_by_address(host, env, mode):
+    from local.server import auth_environment
+
+    environment, note = auth_environment(host, env)
+    assert environment.get("AUTH_MODE") == mode and note.startswith("auth: ")
+    if mode == "token" and not env:
+        assert "every request is 401" in note
