@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -23,10 +24,12 @@ class StepFailed(Exception):
     """A step answered another status than expected."""
 
 
-def call(base: str, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
+def _call(base: str, method: str, path: str, body: Any = None, expect: int = 200, token: str | None = None) -> Any:
     """Send one JSON request, print METHOD path -> status, and return the decoded response."""
     data = None if body is None else json.dumps(body).encode("utf-8")
     request = urllib.request.Request(base + path, data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     if data is not None:
         request.add_header("Content-Type", "application/json")
     try:
@@ -40,8 +43,9 @@ def call(base: str, method: str, path: str, body: Any = None, expect: int = 200)
     return json.loads(text) if text else None
 
 
-def play(base: str) -> dict:
+def play(base: str, token: str | None = None) -> dict:
     """Run the conversation on a fresh room and return the final rendered message list."""
+    call = functools.partial(_call, token=token)
     room = f"demo:{uuid.uuid4().hex[:8]}"
     messages = f"/rooms/{quote(room, safe='')}/messages"
     print(f"Room {room} at {base}")
@@ -94,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="./dev demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--url", help="base URL of a running API (default: start one)")
+    parser.add_argument("--token", help="a frontend's token, for an API that requires one (./dev frontend add)")
     args = parser.parse_args(argv)
     stop_on_signals()
     try:
         if args.url:
-            return _play_or_explain(args.url)
+            return _play_or_explain(args.url, args.token)
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the functions' logs would drown the conversation
         with running_api(port=0) as server, serving(server) as url:
             return _play_or_explain(url)
@@ -109,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _play_or_explain(url: str) -> int:
+def _play_or_explain(url: str, token: str | None = None) -> int:
     try:
-        rendered = play(url.rstrip("/"))
+        rendered = play(url.rstrip("/"), token)
     except StepFailed as error:
         print(f"FAILED: {error}", file=sys.stderr)
         return 1

@@ -425,3 +425,28 @@ def test_local_auth_mode_by_address(host, env, mode):
     assert environment.get("AUTH_MODE") == mode and note.startswith("auth: ")
     if mode == "token" and not env:
         assert "every request is 401" in note
+
+
+def test_serve_says_its_auth_mode_at_start_up(tmp_path, redis_server):
+    from test_server import ctrl_c_until_exit, start
+
+    process = start(tmp_path, "local.server", "--port", "0", REDIS_URL=redis_server.url)
+    try:
+        assert process.stdout.readline().startswith("Serving http://127.0.0.1:")
+        assert process.stdout.readline().startswith("auth: none on a loopback address (no credential needed); set ")
+    finally:
+        ctrl_c_until_exit(process)
+    process = start(tmp_path, "local.server", "--port", "0", REDIS_URL=redis_server.url, AUTH_FRONTENDS="{}")
+    try:
+        process.stdout.readline()
+        assert process.stdout.readline().startswith("auth: token; send Authorization: Bearer <token>")
+    finally:
+        ctrl_c_until_exit(process)
+
+
+def test_demo_sends_a_token_when_given_one(local_api, capsys):
+    from local import demo
+
+    _, url = local_api(AUTH_FRONTENDS=json.dumps(FRONTENDS))
+    assert demo.main(["--url", url]) == 1 and "expected 201, got 401" in capsys.readouterr().err
+    assert demo.main(["--url", url, "--token", DEV_TOKEN]) == 0
