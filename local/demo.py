@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             return _play_or_explain(args.url, args.token)
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")  # the functions' logs would drown the conversation
+        os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # and so would their metrics (EMF lines)
         with running_api(port=0) as server, serving(server) as url:
             return _play_or_explain(url)
     except StartupError as error:
