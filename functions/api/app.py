@@ -81,6 +81,7 @@ def room_history() -> RoomHistory:
 
 
 def count(name: str, value: int = 1) -> None:
+    """Add a Count metric (nothing when zero); flushed as EMF when the invocation ends."""
     if value:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
@@ -88,7 +89,9 @@ def count(name: str, value: int = 1) -> None:
 def bearer_token() -> str | None:
     """The token of `Authorization: Bearer <token>` (the scheme is case-insensitive)."""
     scheme, _, token = (app.current_event.headers.get("authorization") or "").strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
 
 
 def iam_caller() -> str | None:
