@@ -87,3 +87,30 @@ def test_settings_refuse_a_password_in_the_url_beside_the_secret():
     )
     with pytest.raises(SettingsError, match="AUTH_MODE must be one of token, iam, none"):
         Settings.from_env({"REDIS_URL": "redis://localhost", "AUTH_MODE": "open"})
+
+
+def test_secret_credentials_on_a_single_server_and_a_cluster(backend, aws, monkeypatch):
+    """The default user has no password here (nopass accepts any): this checks the wiring, for both clients."""
+    arn = aws.create_secret(Name="redis", SecretString=json.dumps({"username": "default", "password": "x"}))["ARN"]
+    calls = SecretsManagerCalls(monkeypatch)
+    api = Api({**backend.env, "REDIS_SECRET_ARN": arn})
+    assert post(api, "a").status == 201 and post(api, "b").status == 201
+    assert calls.calls["GetSecretValue"] == 1
+    client = api.module.room_history().store.client
+    nodes = client.get_nodes() if backend.cluster else [client]
+    for node in nodes:
+        pool = (node.redis_connection if backend.cluster else node).connection_pool
+        assert pool.connection_class.__name__ == "ReauthenticatingConnection"
+
+
+def test_rediss_urls_keep_tls_with_the_secret():
+    from room_history.credentials import ReauthenticatingConnection, ReauthenticatingSSLConnection
+    from room_history.store import connect
+
+    for url, kind in (
+        ("rediss://cache:6379/0", ReauthenticatingSSLConnection),
+        ("redis://cache:6379", ReauthenticatingConnection),
+    ):
+        client = connect(Settings(redis_url=url, redis_secret_arn="arn:aws:secretsmanager:us-east-1:1:secret:r"))
+        assert client.connection_pool.connection_class is kind  # a single client connects lazily: nothing sent
+        assert client.connection_pool.connection_kwargs["host"] == "cache"

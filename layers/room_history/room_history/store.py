@@ -42,18 +42,18 @@ def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
         socket_timeout=settings.redis_timeout_seconds,
         retry=Retry(NoBackoff(), 0),
     )
+    url = settings.redis_url
     if settings.redis_secret_arn:  # credentials from Secrets Manager, re-read when Redis refuses them
-        options.update(credentials.secret_options(settings.redis_secret_arn, settings.redis_url))
+        options.update(credentials.secret_options(settings.redis_secret_arn, url))
+        # TLS is up to the connection class chosen above; a rediss:// URL would put plain SSLConnection back (cluster)
+        url = url.replace("rediss://", "redis://", 1)
     try:
-        if settings.redis_cluster and "connection_class" in options:
-            # from_url would put the URL's connection class (rediss://) back over the one chosen above
-            return redis.RedisCluster(**{**redis.connection.parse_url(settings.redis_url), **options})
         if settings.redis_cluster:
             # Re-read the slot map on every connection error or redirect: a transaction's pipeline counts
             # failures from zero, so with the default of every 5th it would never re-read it, and the
             # rooms of a failed-over master would stay unreachable for as long as the container lives.
-            return redis.RedisCluster.from_url(settings.redis_url, reinitialize_steps=1, **options)
-        return redis.Redis.from_url(settings.redis_url, **options)
+            return redis.RedisCluster.from_url(url, reinitialize_steps=1, **options)
+        return redis.Redis.from_url(url, **options)
     except (*UNAVAILABLE, redis.exceptions.RedisClusterException) as error:  # no node reachable at start
         raise StoreUnavailable(error) from error
 
