@@ -7,6 +7,7 @@ untimed, for the peers that keep no window of their own (their list would otherw
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -37,6 +38,16 @@ def chat_text(message_id: str) -> str:
     return f"[Message ID: {message_id}] alice: " + "chat " * 40
 
 
+# Timed as deployed: token mode, every call authenticated (EMF metrics off: their lines would go to stdout).
+BENCH_TOKEN = "bench-token"
+BENCH_FRONTEND = {"name": "bench", "token_sha256": hashlib.sha256(BENCH_TOKEN.encode()).hexdigest(), "rooms": ["*"]}
+BENCH_AUTH = {
+    "AUTH_MODE": "token",
+    "AUTH_FRONTENDS": json.dumps({"frontends": [BENCH_FRONTEND]}),
+    "POWERTOOLS_METRICS_DISABLED": "true",
+}
+
+
 class Ours:
     """The API function in process, called as the Lambda runtime calls it.
 
@@ -50,7 +61,7 @@ class Ours:
     keeps_window = True
 
     def __init__(self, url: str, turns: int, room: str):
-        env = {**environment_defaults(TEMPLATE), "REDIS_URL": url, "MAX_HISTORY": str(turns)}
+        env = {**environment_defaults(TEMPLATE), "REDIS_URL": url, "MAX_HISTORY": str(turns), **BENCH_AUTH}
         saved_env, saved_stdout = dict(os.environ), sys.stdout
         os.environ.update(env)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- Powertools' log handler keeps this stream
@@ -76,7 +87,7 @@ class Ours:
     def _event(self, method: str, path: str, body=None, query: str = "") -> str:
         route, parameters = match_route(ROUTES, method, path)
         payload = json.dumps(body) if body is not None else None
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json", "authorization": f"Bearer {BENCH_TOKEN}"}
         return json.dumps(http_event(method, route.path, path, parameters, query, headers, payload))
 
     def _invoke(self, event: str) -> str:
