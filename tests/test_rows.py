@@ -124,7 +124,7 @@ OWN_ID_CASES = {
 }
 
 
-# Rows written by encode_row, and foreign rows another writer left, fed to both dedupe_keys.
+# Rows written by encode_row, and foreign rows another writer left, fed to both indexed_keys.
 DEDUPE_ROWS = [
     *(rows.encode_row(turn, 10_000) for turn in TOOL_TURNS),
     *(rows.encode_row({"role": "user", "content": content}, 10_000) for content in OWN_ID_CASES.values()),
@@ -148,11 +148,11 @@ DEDUPE_ROWS = [
 
 
 @pytest.mark.parametrize("row", DEDUPE_ROWS)
-def test_lua_dedupe_keys_agree_with_the_python_keys(row, redis_client: redis.Redis):
-    """rows.dedupe_keys of the decoded row (none for a foreign row) and the Lua twin on the stored row."""
+def test_lua_indexed_keys_agree_with_the_python_keys(row, redis_client: redis.Redis):
+    """rows.indexed_keys of the decoded row (none for a foreign row) and the Lua twin on the stored row."""
     turn = rows.decode_row(row)
-    expected = rows.dedupe_keys(turn) if turn is not None else []
-    assert redis_client.eval(rows.OWN_ID_LUA + "return dedupe_keys(ARGV[1])", 0, row) == expected
+    expected = rows.indexed_keys(turn) if turn is not None else []
+    assert redis_client.eval(rows.OWN_ID_LUA + "return indexed_keys(ARGV[1])", 0, row) == expected
 
 
 @pytest.mark.parametrize("case", OWN_ID_CASES)

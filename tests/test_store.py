@@ -302,11 +302,13 @@ def test_reads_keep_working_while_writes_are_paused(history, redis_client):
 class TestDedupeIndex:
     IDS = "sg:conversation:{discord:1234}:ids"
 
-    def test_a_room_from_before_the_index_gets_it_on_its_next_append(self, history, redis_client):
+    def test_a_room_from_before_the_index_gets_it_on_its_next_write(self, history, redis_client):
         history.append(ROOM, "user", "[Message ID: 1] hi")
         redis_client.delete(self.IDS)  # as a room written by an older release
-        assert history.append(ROOM, "user", "[Message ID: 1] hi")[1] is False
-        assert redis_client.hgetall(self.IDS) == {"": "1", "id:1": "1"}
+        assert history.append(ROOM, "user", "[Message ID: 1] hi")[1] is False  # found in the rows themselves
+        assert not redis_client.exists(self.IDS)  # a request that stores nothing writes no index
+        assert history.append(ROOM, "user", "[Message ID: 2] there")[1] is True
+        assert redis_client.hgetall(self.IDS) == {"": "1", "id:1": "1", "id:2": "1"}
 
     def test_ids_leave_the_index_with_their_rows(self, history, redis_client):
         history.set_limit(ROOM, 50)
@@ -336,7 +338,7 @@ class TestDedupeIndex:
 def _dedupe_keys(turn: dict) -> list[str]:
     from room_history import rows
 
-    return rows.dedupe_keys(turn)
+    return rows.indexed_keys(turn)
 
 
 def test_the_activity_index_is_touched_at_most_once_a_minute(history, redis_client):

@@ -166,7 +166,8 @@ class RoomHistory:
         found = rules.message_id_in(new)
         if found is not None and found != message_id:
             raise InvalidInput("content", f"holds the marker of message {found!r}, not {message_id!r}")
-        return self._change_turn(room_id, message_id, lambda old: rules.edit_content(old, new), expected_version)
+        edited = lambda old: rules.edit_content(old, new)  # noqa: E731
+        return self._change_turn(room_id, message_id, edited, expected_version, "content")
 
     def delete(
         self, room_id: str, message_id: Any, deleted_at: Any = None, expected_version: int | None = None
@@ -175,12 +176,12 @@ class RoomHistory:
             deleted_at = datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         stamp = rules.validate_deleted_at(deleted_at)
         mark = lambda text: rules.mark_deleted(text, message_id, stamp)  # noqa: E731
-        return self._change_text(room_id, message_id, mark, expected_version)
+        return self._change_text(room_id, message_id, mark, expected_version, "deleted_at")
 
     def react(self, room_id: str, message_id: Any, reactions: Any, expected_version: int | None = None) -> Window:
-        value = self._within_size(rules.validate_reactions(reactions))
+        value = self._within_size(rules.validate_reactions(reactions), "reactions")
         tag = lambda text: rules.set_reactions(text, message_id, value)  # noqa: E731
-        return self._change_text(room_id, message_id, tag, expected_version)
+        return self._change_text(room_id, message_id, tag, expected_version, "reactions")
 
     def set_limit(self, room_id: str, limit: Any, expected_version: int | None = None) -> tuple[int, int, bool]:
         """Returns (version, clamped limit, rebackfill requested)."""
@@ -219,13 +220,13 @@ class RoomHistory:
         )
         return rows.encode_row(turn, self.settings.max_turn_bytes), rows.dedupe_keys(turn)
 
-    def _within_size(self, content: rules.Content) -> rules.Content:
+    def _within_size(self, content: rules.Content, field: str = "content") -> rules.Content:
         """Refuse, before Redis is asked, new text that alone makes a turn larger than MAX_TURN_BYTES."""
-        rows.encode_row({"role": "user", "content": content}, self.settings.max_turn_bytes)
+        rows.encode_row({"role": "user", "content": content}, self.settings.max_turn_bytes, field)
         return content
 
     def _change_text(
-        self, room_id: str, message_id: Any, change: Callable[[str], str], expected_version: int | None
+        self, room_id: str, message_id: Any, change: Callable[[str], str], expected_version: int | None, field: str
     ) -> Window:
         """Change the text that carries the marker (the tags live there); other parts stay as they are."""
         return self._change_turn(
@@ -233,6 +234,7 @@ class RoomHistory:
             message_id,
             lambda old: rules.with_message_text(old, change(rules.message_text(old))),
             expected_version,
+            field,
         )
 
     def _change_turn(
@@ -241,8 +243,10 @@ class RoomHistory:
         message_id: Any,
         change: Callable[[rules.Content], rules.Content],
         expected_version: int | None,
+        field: str,
     ) -> Window:
-        """Read, change one turn, compare-and-set; on a lost race re-read and retry, bounded, then 409."""
+        """Read, change one turn, compare-and-set; on a lost race re-read and retry, bounded, then 409.
+        `field` is the request field a too large result is blamed on."""
         rules.validate_id("room_id", room_id)
         rules.validate_id("message_id", message_id)
         for attempt in range(WRITE_ATTEMPTS):
@@ -253,7 +257,7 @@ class RoomHistory:
             index = rules.find_turn(turns, message_id)
             turn = turns[index]
             changed = {**turn, "content": change(turn["content"])}  # tool calls and tool_call_id stay
-            new_row = rows.encode_row(changed, self.settings.max_turn_bytes)
+            new_row = rows.encode_row(changed, self.settings.max_turn_bytes, field)
             result = self.store.replace_turn(
                 room_id, snapshot.version, index - len(turns), snapshot.rows[index], new_row, self._now_ms()
             )

@@ -15,7 +15,7 @@ from .errors import InvalidInput, TurnTooLarge
 from .rules import ROLES, Turn, marker, message_id_in
 
 # Lua twins of rules.message_id_in (a turn's own id is the first marker of its text: the content string,
-# or its first text part) and of dedupe_keys over a stored row (decode_row's acceptance, then the same keys
+# or its first text part) and of indexed_keys over a stored row (decode_row's acceptance, then the same keys
 # in the same order; a foreign row has none). tests/test_rows.py feeds both sides the same rows.
 OWN_ID_LUA = """
 local function decoded(row)
@@ -60,7 +60,7 @@ local function is_tool_calls(calls)
   return true
 end
 
-local function dedupe_keys(row)
+local function indexed_keys(row)
   local turn = decoded(row)
   if not turn then return {} end
   local role, content = turn.role, turn.content
@@ -73,7 +73,7 @@ local function dedupe_keys(row)
   if own then keys[#keys + 1] = 'id:' .. own end
   if role == 'tool' then
     keys[#keys + 1] = 'result:' .. turn.tool_call_id
-  elseif calls and not own then
+  elseif calls then
     keys[#keys + 1] = 'call:' .. turn.tool_calls[1].id
   end
   return keys
@@ -172,7 +172,8 @@ def dedupe_keys(turn: Turn) -> list[str]:
     """The keys that make a new turn a duplicate when a turn of the window already has one of them.
 
     `id:<message id>` for a turn with a marker, `result:<tool_call_id>` for a tool result, and
-    `call:<first tool call id>` for an assistant tool-call turn without a marker. Lua twin: dedupe_keys in OWN_ID_LUA.
+    `call:<first tool call id>` for an assistant tool-call turn without a marker. The stored side is
+    indexed_keys.
     """
     keys = []
     own_id = message_id_in(turn["content"])
@@ -181,6 +182,16 @@ def dedupe_keys(turn: Turn) -> list[str]:
     if turn["role"] == "tool":
         keys.append(f"result:{turn['tool_call_id']}")
     elif turn.get("tool_calls") and own_id is None:
+        keys.append(f"call:{turn['tool_calls'][0]['id']}")
+    return keys
+
+
+def indexed_keys(turn: Turn) -> list[str]:
+    """The keys a stored turn answers to: its dedupe keys, and the first tool call of any assistant tool-call
+    turn (with a marker too), so that a retry of it without the marker is still a duplicate.
+    Lua twin: indexed_keys in OWN_ID_LUA."""
+    keys = dedupe_keys(turn)
+    if turn.get("tool_calls") and turn["role"] == "assistant" and message_id_in(turn["content"]) is not None:
         keys.append(f"call:{turn['tool_calls'][0]['id']}")
     return keys
 

@@ -26,27 +26,31 @@ local function expected_version_differs(expected)
 end
 
 -- The activity index lives in another slot, so the store updates it outside the script: at most once per
--- refresh interval per room (the reaper trusts the room's own clock, the index is only where it looks).
-local function bump(now, refresh_ms)
+-- refresh interval per room (the reaper trusts the room's own clock, the index is only where it looks). The
+-- store forgets `indexed_at` when its update failed or the write's reply was lost, so the next write (or the
+-- client's retry, a duplicate) asks for the update again.
+local function touch_due(now, refresh_ms)
   now = tonumber(now)
-  local indexed_at = tonumber(redis.call('HGET', KEYS[3], 'indexed_at') or '0')
-  local touch = 0
-  if now - indexed_at >= tonumber(refresh_ms) then
-    redis.call('HSET', KEYS[3], 'active_at', now, 'indexed_at', now)
-    touch = 1
-  else
-    redis.call('HSET', KEYS[3], 'active_at', now)
+  if now - tonumber(redis.call('HGET', KEYS[3], 'indexed_at') or '0') >= tonumber(refresh_ms) then
+    redis.call('HSET', KEYS[3], 'indexed_at', now)
+    return 1
   end
+  return 0
+end
+
+local function bump(now, refresh_ms)
+  local touch = touch_due(now, refresh_ms)
+  redis.call('HSET', KEYS[3], 'active_at', now)
   return redis.call('INCR', KEYS[2]), touch
 end
 
 local function index_row(row, delta)
-  for _, key in ipairs(dedupe_keys(row)) do
+  for _, key in ipairs(indexed_keys(row)) do
     if redis.call('HINCRBY', KEYS[4], key, delta) <= 0 then redis.call('HDEL', KEYS[4], key) end
   end
 end
 
--- Rooms written before the index existed, or by another writer, get it built once.
+-- Rooms written before the index existed, or by another writer, get it built once, on a write.
 local function ensure_index()
   if redis.call('EXISTS', KEYS[4]) == 0 then
     for _, row in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do index_row(row, 1) end
@@ -54,9 +58,32 @@ local function ensure_index()
   end
 end
 
-local function is_indexed(keys_of_turn)
+-- Whether a key belongs to a turn of the window: the saved index less the rows beyond the window (a list
+-- left longer when the default size was lowered), or for a room without the index the window's rows, read
+-- without saving anything (a request that fails changes nothing).
+local function window_lookup(size)
+  local excess = redis.call('LLEN', KEYS[1]) - size
+  if redis.call('EXISTS', KEYS[4]) == 0 then
+    local present = {}
+    for _, row in ipairs(redis.call('LRANGE', KEYS[1], math.max(excess, 0), -1)) do
+      for _, key in ipairs(indexed_keys(row)) do present[key] = true end
+    end
+    return function(key) return present[key] == true end
+  end
+  local beyond = {}
+  if excess > 0 then
+    for _, row in ipairs(redis.call('LRANGE', KEYS[1], 0, excess - 1)) do
+      for _, key in ipairs(indexed_keys(row)) do beyond[key] = (beyond[key] or 0) + 1 end
+    end
+  end
+  return function(key)
+    return tonumber(redis.call('HGET', KEYS[4], key) or '0') > (beyond[key] or 0)
+  end
+end
+
+local function any_in(lookup, keys_of_turn)
   for _, key in ipairs(keys_of_turn) do
-    if redis.call('HEXISTS', KEYS[4], key) == 1 then return true end
+    if lookup(key) then return true end
   end
   return false
 end
@@ -89,12 +116,12 @@ APPEND_TURN = (
 -- Append one turn unless a turn sharing one of its dedupe keys is already in the window.
 -- ARGV[1] encoded row, ARGV[2] default window size, ARGV[3] now (ms), ARGV[4] index refresh (ms),
 -- ARGV[5] expected version ('' = any), ARGV[6..] the row's dedupe keys
--- Returns {1, version, size, touch} stored, {0, version, size, 0} already there, {-1, version} If-Match
+-- Returns {1, version, size, touch} stored, {0, version, size, touch} already there, {-1, version} If-Match
 -- differs. A duplicate wins over If-Match: the first attempt succeeded.
 local size = window_size(ARGV[2])
-ensure_index()
-if is_indexed({unpack(ARGV, 6)}) then return {0, version, size, 0} end
+if any_in(window_lookup(size), {unpack(ARGV, 6)}) then return {0, version, size, touch_due(ARGV[3], ARGV[4])} end
 if expected_version_differs(ARGV[5]) then return {-1, version} end
+ensure_index()
 redis.call('RPUSH', KEYS[1], ARGV[1])
 index_row(ARGV[1], 1)
 trim_to(size)
@@ -114,25 +141,25 @@ APPEND_BATCH = (
 -- dropped} when nothing is stored (the room is left as it was: all duplicates, or no room at the start);
 -- {-1, version} If-Match differs.
 local size = window_size(ARGV[1])
-ensure_index()
+local in_window = window_lookup(size)
 local fresh, seen, duplicates, at = {}, {}, 0, 7
 for _ = 1, tonumber(ARGV[6]) do
   local row, count = ARGV[at], tonumber(ARGV[at + 1])
   local keys_of_turn = {unpack(ARGV, at + 2, at + 1 + count)}
   at = at + 2 + count
-  local duplicate = is_indexed(keys_of_turn)
+  local duplicate = any_in(in_window, keys_of_turn)
   for _, key in ipairs(keys_of_turn) do
     if seen[key] then duplicate = true end
   end
   if duplicate then
     duplicates = duplicates + 1
   else
-    for _, key in ipairs(keys_of_turn) do seen[key] = true end
+    for _, key in ipairs(indexed_keys(row)) do seen[key] = true end
     fresh[#fresh + 1] = row
   end
 end
 -- A batch of duplicates only is a retry of one that succeeded: like a single append, it wins over If-Match.
-if #fresh == 0 then return {0, version, size, 0, 0, duplicates, 0} end
+if #fresh == 0 then return {0, version, size, touch_due(ARGV[2], ARGV[3]), 0, duplicates, 0} end
 if expected_version_differs(ARGV[4]) then return {-1, version} end
 -- Which fresh turns fit: at the end the newest `size` of them; at the start, the room left in the window.
 local room = size
@@ -140,6 +167,7 @@ if ARGV[5] == 'start' then room = math.max(0, size - redis.call('LLEN', KEYS[1])
 local first = math.max(1, #fresh - room + 1)
 local dropped = first - 1
 if first > #fresh then return {0, version, size, 0, 0, duplicates, dropped} end
+ensure_index()
 if ARGV[5] == 'start' then
   for i = #fresh, first, -1 do redis.call('LPUSH', KEYS[1], fresh[i]) end
 else

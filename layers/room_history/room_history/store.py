@@ -69,6 +69,10 @@ def _translate_unavailable(method):
                 # again), so the next call connects anew and reaches the new primary behind the endpoint.
                 store.client.connection_pool.disconnect()
             raise StoreUnavailable(error) from error
+        except redis.exceptions.RedisClusterException as error:  # a slot map rebuilt, a slot not covered
+            if isinstance(error, redis.exceptions.CrossSlotTransactionError | redis.exceptions.InvalidPipelineStack):
+                raise  # a bug of ours, not Redis being unavailable
+            raise StoreUnavailable(error) from error
         except redis.ResponseError as error:
             # a script running too long, writes refused for want of replicas or after a failed snapshot
             reason = str(error).split("caused error: ", 1)[-1]  # a pipeline names the command before it
@@ -277,7 +281,11 @@ class RoomStore:
         calls = [(script, list(keys), args)]
         if window:
             calls += [(None, keys, "window"), (None, keys, "summary")]
-        reply, *after = self._transaction(calls)
+        try:
+            reply, *after = self._transaction(calls)
+        except UNAVAILABLE:  # it may have run, its index update unsent: let the next write (or retry) send it
+            self._forget_index_touch(keys)
+            raise
         status, version = int(reply[0]), int(reply[1])
         if status == -1:
             raise VersionMismatch(expected_version, version)
@@ -285,10 +293,18 @@ class RoomStore:
         if touch:
             try:
                 self.client.zadd(self.activity_index, {room_id: now_ms}, gt=True)
-            except redis.RedisError as error:
+            except (redis.RedisError, redis.exceptions.RedisClusterException) as error:
                 log.warning("activity index not updated for room %s: %s", room_id, error)
+                self._forget_index_touch(keys)
         window_rows, summary = after if after else ([], None)
         return WriteResult(status, version, window_rows[-limit:], summary, details)
+
+    def _forget_index_touch(self, keys: RoomKeys) -> None:
+        """Best effort: with `indexed_at` gone, the room's next write asks for the index update again."""
+        try:
+            self.client.hdel(keys.meta, "indexed_at")
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as error:
+            log.warning("activity index update left for a later write: %s", error)
 
     def _transaction(self, calls: list[tuple]) -> list:
         """Calls on one room's keys in MULTI/EXEC, replies in order; an error raised."""
