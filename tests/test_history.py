@@ -9,6 +9,7 @@ import pytest
 from room_history.errors import InvalidInput, MessageNotFound, TurnTooLarge, VersionMismatch, WriteConflict
 from room_history.history import BACKOFF_CAP_SECONDS, WRITE_ATTEMPTS, RoomHistory
 from support import IMAGE, InterleavingStore
+from support import counting_round_trips as round_trips
 
 ROOM = "matrix:!abc:example.org"
 
@@ -139,6 +140,17 @@ class TestConflicts:
         assert racing.conflicts == 1
         assert window.version == 4
         assert contents(history) == ["[Message ID: 1] hello", "[Message ID: 2] [Reactions: ❤️ x1] there"]
+
+    def test_a_lost_race_costs_two_more_round_trips(self, history, settings):
+        history.append(ROOM, "user", "[Message ID: 1] hi")
+        history.append(ROOM, "user", "[Message ID: 2] there")
+        history.react(ROOM, "1", "")  # the compare-and-set script is loaded (its first use costs a NOSCRIPT and a load)
+        other = InterleavingStore(history.store, lambda: history.react(ROOM, "2", "❤️ x1"), times=1)
+        racing = RoomHistory(other, settings, sleep=lambda _: None)
+        with round_trips() as counter:
+            racing.edit(ROOM, "1", "[Message ID: 1] hello")
+        assert racing.conflicts == 1
+        assert counter["n"] == 2 + 2 + 2  # read + compare-and-set, the same again after the lost race, the rival's two
 
     def test_bounded_retries_end_in_a_conflict_error(self, history, settings):
         history.append(ROOM, "user", "[Message ID: 1] hi")

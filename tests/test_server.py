@@ -3,6 +3,7 @@ newcomer runs them: every ordinary mistake is one line, never a traceback."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -284,3 +285,16 @@ def test_the_api_reference_quick_start_works_as_written(base_url):
     assert run.returncode == 0, run.stderr
     # append, its retry, the conditional edit, reactions, delete, the list, the list still current, the state
     assert run.stdout.split() == ["201", "200", "200", "200", "200", "200", "304", "200"]
+
+
+def test_serve_listens_on_port_3000_unless_told_otherwise():
+    """The README's first command: ./dev serve is http://127.0.0.1:3000."""
+    from local import server
+
+    assert inspect.signature(server.running_api).parameters["port"].default == 3000
+    assert (
+        "default: 3000"
+        in subprocess.run(
+            [sys.executable, "-m", "local.server", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+    )

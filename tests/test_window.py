@@ -195,3 +195,18 @@ def test_max_tokens_in_a_query_must_be_a_positive_integer(value):
 def test_max_tokens_accepted():
     assert (validate_max_tokens(None), validate_max_tokens(5), max_tokens_from_query("0042")) == (None, 5, 42)
     assert max_tokens_from_query(None) is None
+
+
+def test_the_window_module_imports_nothing_that_does_io():
+    """Pure functions over plain turns: only the standard library's data helpers and the core's pure modules."""
+    import ast
+    from pathlib import Path
+
+    from room_history import window
+
+    tree = ast.parse(Path(window.__file__).read_text())
+    absolute = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    absolute |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0}
+    relative = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level > 0}
+    assert absolute <= {"__future__", "json", "dataclasses", "typing", "math"}, absolute
+    assert relative <= {"errors", "rows", "rules"}, relative
