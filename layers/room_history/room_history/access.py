@@ -95,21 +95,17 @@ class Access:
         if not self.enabled:
             return None
         if self.mode == "token":
-            if not token:
-                raise Unauthenticated("Authorization", "a Bearer token is required")
-            found = _by_token(self.frontends(), token)
-            if found is None and self._refreshed():
-                found = _by_token(self.frontends(), token)
-            if found is None:
-                raise Unauthenticated("Authorization", "the token matches no frontend")
-            return found
-        if not principal:
-            raise Unauthenticated("Authorization", "the request carries no IAM caller (use AWS_IAM signing)")
-        found = _by_principal(self.frontends(), principal)
+            credential, match, missing, unknown = token, _by_token, "a Bearer token is required", "the token"
+        else:
+            credential, match = principal, _by_principal
+            missing, unknown = "the request carries no IAM caller (use AWS_IAM signing)", "the IAM caller"
+        if not credential:
+            raise Unauthenticated("Authorization", missing)
+        found = match(self.frontends(), credential)
         if found is None and self._refreshed():
-            found = _by_principal(self.frontends(), principal)
+            found = match(self.frontends(), credential)
         if found is None:
-            raise Unauthenticated("Authorization", "the IAM caller matches no frontend")
+            raise Unauthenticated("Authorization", f"{unknown} matches no frontend")
         return found
 
     @staticmethod
